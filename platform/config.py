@@ -1,0 +1,343 @@
+"""Search-space YAML files: loading, the ``quick`` profile, validation.
+
+A search space is a readable YAML file (see ``search_spaces/nafnet_fewshot.yaml``). Every
+leaf is either a literal or a *searchable* value written as a one-key mapping::
+
+    lr: {loguniform: [1.0e-4, 3.0e-3]}
+    size: {choice: [small, base]}
+    l1: {uniform: [0.5, 1.0]}
+
+Validation is done by hand (rather than with a schema library) so that each message names
+the file, the dotted key, the bad value and the allowed values in one sentence.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from platform.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SEARCH_SPACES_DIR = REPO_ROOT / "search_spaces"
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "quniform", "randint", "grid")
+
+
+# --------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class Field:
+    """One key of the schema."""
+
+    types: tuple[type, ...]
+    default: Any = None
+    required: bool = False
+    searchable: bool = True
+    allowed: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None  # returns an error text or None
+    doc: str = ""
+
+
+def _non_negative(v):
+    return "must be >= 0" if v < 0 else None
+
+
+def _positive(v):
+    return "must be > 0" if v <= 0 else None
+
+
+def _fraction(v):
+    return "must be in [0, 1]" if not 0 <= v <= 1 else None
+
+
+NUM = (int, float)
+OPEN = object()  # marker: a mapping whose keys are free (validated by a registry)
+
+SCHEMA: dict[str, Any] = {
+    "name": Field((str,), required=True, searchable=False, doc="search / MLflow experiment / registered model name"),
+    "description": Field((str,), default="", searchable=False),
+    "task": {
+        "name": Field((str,), default="img2img", searchable=False),
+        "data": Field((str,), default="sample:vfx_grade", searchable=False,
+                      doc="a folder, or sample:<name> for a bundled sample data set"),
+        "crop": Field((int,), default=256, check=_positive),
+        "crops_per_epoch": Field((int,), default=512, check=_positive),
+        "batch_size": Field((int,), default=8, check=_positive),
+        "val_holdout": Field((int, list), default=2, searchable=False,
+                             doc="number of held-out pairs, or a list of file stems"),
+        "val_max_side": Field((int, type(None)), default=None, searchable=False,
+                              doc="downscale validation frames whose long side exceeds this (None: native)"),
+        "augment": {
+            "hflip": Field(NUM, default=0.5, check=_fraction),
+            "vflip": Field(NUM, default=0.5, check=_fraction),
+            "rotate90": Field(NUM, default=0.5, check=_fraction),
+        },
+    },
+    "model": {
+        "architecture": Field((str,), default="nafnet"),
+        "size": Field((str, type(None)), default=None),
+        "options": Field((dict,), default={}, searchable=False,
+                         doc="extra keyword arguments for the architecture's factory"),
+    },
+    "loss": OPEN,  # component name -> weight (validated against the loss registry)
+    "optimizer": {
+        "name": Field((str,), default="adamw", allowed=("adamw",)),
+        "lr": Field(NUM, default=1e-3, check=_positive),
+        "weight_decay": Field(NUM, default=1e-4, check=_non_negative),
+        "betas": Field((list,), default=[0.9, 0.9], searchable=False),
+        "grad_clip": Field(NUM + (type(None),), default=1.0),
+    },
+    "schedule": {
+        "name": Field((str,), default="cosine", allowed=("cosine", "constant")),
+        "warmup_epochs": Field(NUM, default=1, check=_non_negative),
+        "min_lr": Field(NUM, default=1e-7, check=_non_negative),
+    },
+    "train": {
+        "epochs": Field((int,), default=20, searchable=False, check=_positive),
+        "precision": Field((str,), default="auto", allowed=("auto", "fp32", "bf16", "fp16")),
+        "channels_last": Field((str, bool), default="auto"),
+        "seed": Field((int,), default=0, searchable=False),
+        "image_every": Field((int,), default=5, searchable=False, check=_positive,
+                             doc="log validation image grids every N epochs (and at the last)"),
+        "max_failures": Field((int,), default=1, searchable=False, check=_non_negative),
+    },
+    "search": {
+        "metric": Field((str,), default="val_psnr", searchable=False),
+        "mode": Field((str,), default="max", searchable=False, allowed=("max", "min")),
+        "num_trials": Field((int,), default=20, searchable=False, check=_positive),
+        "max_concurrent": Field((int,), default=4, searchable=False, check=_positive),
+        "scheduler": {
+            "name": Field((str,), default="asha", searchable=False, allowed=("asha", "fifo")),
+            "time_attr": Field((str,), default="training_iteration", searchable=False,
+                               allowed=("training_iteration", "time_total_s")),
+            "grace_period": Field((int,), default=2, searchable=False, check=_positive),
+            "reduction_factor": Field(NUM, default=3, searchable=False,
+                                      check=lambda v: "must be > 1" if v <= 1 else None),
+            "max_t": Field((int, type(None)), default=None, searchable=False,
+                           doc="defaults to train.epochs"),
+        },
+        "searcher": {
+            "name": Field((str,), default="optuna", searchable=False, allowed=("optuna", "random")),
+            "sampler": Field((str,), default="tpe", searchable=False, allowed=("tpe", "random")),
+            "seed": Field((int,), default=0, searchable=False),
+            "n_startup_trials": Field((int,), default=5, searchable=False, check=_non_negative),
+        },
+    },
+    "resources": {
+        "workers": Field((int,), default=1, searchable=False, check=_positive),
+        "cpus_per_worker": Field(NUM, default=1, searchable=False, check=_positive),
+        "gpus_per_worker": Field(NUM, default=0, searchable=False, check=_non_negative),
+        "mode": Field((str,), default="auto", searchable=False, allowed=("auto", "train", "inprocess"),
+                      doc="auto: single-worker trials run in the Tune trial's process, DDP trials as TorchTrainer"),
+    },
+    "quick": Field((dict,), default={}, searchable=False,
+                   doc="overrides applied by --quick (same keys as the rest of the file)"),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+def is_searchable(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not is_searchable(value):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+
+
+class _Validator:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, message: str):
+        raise ConfigError(f"{self.source}: `{key}` {message}")
+
+    def check_value(self, key: str, field: Field, value: Any):
+        if isinstance(value, bool) and bool not in field.types:
+            self.fail(key, f"is {value!r}; expected {_type_names(field.types)}.")
+        if isinstance(value, int) and not isinstance(value, bool) and float in field.types:
+            pass
+        elif not isinstance(value, field.types):
+            self.fail(key, f"is {value!r} ({type(value).__name__}); expected {_type_names(field.types)}.")
+        if field.allowed is not None and value not in field.allowed:
+            self.fail(key, f"is {value!r}; allowed values: {', '.join(map(str, field.allowed))}.")
+        if field.check is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            err = field.check(value)
+            if err:
+                self.fail(key, f"is {value!r}; it {err}.")
+
+    def check_distribution(self, key: str, dist: dict, field: Field | None, value_check=None):
+        kind, args = next(iter(dist.items()))
+        if field is not None and not field.searchable:
+            self.fail(key, f"cannot be searched (got {{{kind}: ...}}); give a single value.")
+        if kind in ("choice", "grid"):
+            if not isinstance(args, list) or not args:
+                self.fail(key, f"{{{kind}: ...}} needs a non-empty list of options, got {args!r}.")
+            for option in args:
+                if field is not None:
+                    self.check_value(key, field, option)
+                if value_check:
+                    value_check(key, option)
+            return
+        if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)):
+            self.fail(key, f"{{{kind}: [low, high]}} needs two numbers, got {args!r}.")
+        low, high = args
+        if low > high:
+            self.fail(key, f"{{{kind}: [{low}, {high}]}} has low > high.")
+        if kind == "loguniform" and low <= 0:
+            self.fail(key, f"{{loguniform: [{low}, {high}]}} needs low > 0.")
+        for bound in (low, high):
+            if field is not None:
+                self.check_value(key, field, float(bound) if float in field.types else bound)
+            if value_check:
+                value_check(key, bound)
+
+    def walk(self, data: dict, schema: dict, prefix: str = "", partial: bool = False) -> dict:
+        if not isinstance(data, dict):
+            self.fail(prefix.rstrip(".") or "<root>", f"must be a mapping, got {type(data).__name__}.")
+        out: dict[str, Any] = {}
+        for key in data:
+            if key not in schema:
+                allowed = ", ".join(schema)
+                self.fail(f"{prefix}{key}", f"is not a known key. Allowed keys here: {allowed}.")
+        for key, spec in schema.items():
+            dotted = f"{prefix}{key}"
+            present = key in data
+            value = data.get(key)
+            if spec is OPEN:
+                out[key] = self.walk_loss(value or {}, dotted) if present else {}
+            elif isinstance(spec, dict):
+                out[key] = self.walk(value if present and value is not None else {}, spec, dotted + ".", partial)
+            else:
+                if not present:
+                    if spec.required and not partial:
+                        self.fail(dotted, "is required.")
+                    if not partial:
+                        out[key] = copy.deepcopy(spec.default)
+                    continue
+                if is_searchable(value):
+                    self.check_distribution(dotted, value, spec)
+                else:
+                    self.check_value(dotted, spec, value)
+                out[key] = value
+        return out
+
+    def walk_loss(self, loss: dict, prefix: str) -> dict:
+        from platform.losses import LOSSES
+
+        if not isinstance(loss, dict):
+            self.fail(prefix, "must map loss components to weights, e.g. {l1: 1.0, ssim: 0.2}.")
+
+        def weight_check(key, w):
+            if isinstance(w, bool) or not isinstance(w, (int, float)):
+                self.fail(key, f"weight is {w!r}; expected a number >= 0.")
+            if w < 0:
+                self.fail(key, f"weight is {w}; loss weights (λ) must be >= 0 (0 disables the component).")
+
+        for name, value in loss.items():
+            key = f"{prefix}.{name}"
+            if name not in LOSSES:
+                self.fail(key, "names an unknown loss component. " + LOSSES.unknown_message(name).split(". ", 1)[-1])
+            if is_searchable(value):
+                self.check_distribution(key, value, None, weight_check)
+            elif isinstance(value, dict):
+                w = value.get("weight", 1.0)
+                if is_searchable(w):
+                    self.check_distribution(key + ".weight", w, None, weight_check)
+                else:
+                    weight_check(key + ".weight", w)
+            else:
+                weight_check(key, value)
+        return dict(loss)
+
+
+def _check_names(cfg: dict, source: str) -> None:
+    """Registry-backed checks: architecture, size and task names (possibly inside a choice)."""
+    from platform.models import MODELS
+    from platform.tasks import TASKS
+
+    v = _Validator(source)
+    if cfg["task"]["name"] not in TASKS:
+        v.fail("task.name", "names an unknown task. " + TASKS.unknown_message(cfg["task"]["name"]).split(". ", 1)[-1])
+    arch = cfg["model"]["architecture"]
+    archs = arch["choice"] if is_searchable(arch) else [arch]
+    for a in archs:
+        if a not in MODELS:
+            v.fail("model.architecture", "names an unknown architecture. " + MODELS.unknown_message(a).split(". ", 1)[-1])
+    size = cfg["model"]["size"]
+    sizes = size["choice"] if is_searchable(size) else [size]
+    for a in archs:
+        known = tuple(MODELS.meta(a).get("sizes", ()))
+        for s in sizes:
+            if s is not None and known and s not in known and len(archs) == 1:
+                v.fail("model.size", f"is {s!r}; architecture {a!r} has sizes: {', '.join(known)}.")
+
+
+# --------------------------------------------------------------------------- API
+@dataclass
+class SearchSpec:
+    """A validated search space (searchable leaves still unresolved)."""
+
+    config: dict
+    source: Path
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    def __getitem__(self, key):
+        return self.config[key]
+
+
+def resolve_space_path(space: str) -> Path:
+    candidate = Path(space)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        path = candidate
+    else:
+        path = SEARCH_SPACES_DIR / f"{space}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in SEARCH_SPACES_DIR.glob("*.yaml"))
+        raise ConfigError(
+            f"search space {space!r} not found (looked for {path}). Give a file in search_spaces/ "
+            f"without .yaml ({', '.join(known)}) or a path to a YAML file."
+        )
+    return path
+
+
+def load_spec(space: str | Path, quick: bool = False, overrides: dict | None = None) -> SearchSpec:
+    """Load, merge the quick profile (if asked) and overrides, and validate a search space."""
+    path = resolve_space_path(str(space))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: is not valid YAML ({exc}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of sections (name, task, model, loss, ...).")
+    validator = _Validator(str(path))
+    quick_cfg = raw.get("quick") or {}
+    if quick_cfg:
+        _Validator(f"{path} (quick profile)").walk(quick_cfg, {k: v for k, v in SCHEMA.items() if k != "quick"},
+                                                   partial=True)
+    merged = deep_merge(raw, quick_cfg) if quick else dict(raw)
+    if overrides:
+        merged = deep_merge(merged, overrides)
+    cfg = validator.walk(merged, SCHEMA)
+    if cfg["search"]["scheduler"]["max_t"] is None:
+        cfg["search"]["scheduler"]["max_t"] = cfg["train"]["epochs"]
+    if not cfg["loss"]:
+        validator.fail("loss", "is empty; give at least one component with a weight, e.g. {l1: 1.0}.")
+    _check_names(cfg, str(path))
+    return SearchSpec(config=cfg, source=path)

@@ -1,0 +1,48 @@
+"""``python -m platform.search SPACE [--quick] ...``: run a hyperparameter search."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from platform.errors import cli_main
+from platform.logs import setup_logging
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m platform.search",
+        description="Run a Ray Tune search (ASHA + Optuna TPE) of the common trainer, track it in MLflow and "
+                    "promote the best model to the registry alias `champion` when it beats the current one.")
+    p.add_argument("space", help="a file in search_spaces/ without .yaml (e.g. nafnet_fewshot) or a YAML path")
+    p.add_argument("--quick", action="store_true", help="apply the space's `quick` profile (small, CPU-friendly)")
+    p.add_argument("--data", help="data folder (overrides task.data), or sample:<name>")
+    p.add_argument("--max-trials", type=int, help="number of trials (overrides search.num_trials)")
+    p.add_argument("--experiment", help="MLflow experiment and registered-model name (default: the space's name)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", help="Ray storage path or URI (s3://bucket/prefix) for results and checkpoints")
+    p.add_argument("--no-promote", action="store_true", help="register nothing and leave the champion alone")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs for a local Ray (default: max(8, cores))")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    from platform.search.driver import SearchOptions, run_search
+
+    if args.max_trials is not None and args.max_trials < 1:
+        from platform.errors import ConfigError
+
+        raise ConfigError(f"--max-trials is {args.max_trials}; give a number >= 1.")
+    run_search(SearchOptions(space=args.space, quick=args.quick, data=args.data, max_trials=args.max_trials,
+                             experiment=args.experiment, address=args.address, storage=args.storage,
+                             promote=not args.no_promote, num_cpus=args.num_cpus))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

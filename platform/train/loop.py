@@ -1,0 +1,242 @@
+"""The common trainer: one training loop for every architecture and task.
+
+``train_loop(config, session)`` is what every trial runs, whether as a Ray Train DDP worker,
+inside a single-worker Tune trial or in a plain process. It builds the task, model, loss and
+optimiser from the resolved trial config, resumes from the session's checkpoint if there is
+one, and per epoch: trains on distributed random crops (AdamW, warm-up + cosine, gradient
+clipping, bf16 autocast and ``channels_last`` on CUDA), validates on whole frames, writes a
+checkpoint (model/optimiser/scheduler/epoch/RNG) and reports every loss component.
+
+No per-step host synchronisation: losses are accumulated on the device and read once per
+epoch at the reporting point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from platform import losses as losses_lib
+from platform import models as models_lib
+from platform import tasks as tasks_lib
+from platform.train.session import Session, all_reduce_sum, distributed
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
+GRID_FILE = "val_grid.png"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf: the trial stops at once."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "fp16"
+    return name
+
+
+def loss_spec(config: dict) -> dict:
+    """The loss section as {component: weight or {weight, options}} with zero weights dropped."""
+    spec = {}
+    for name, value in (config.get("loss") or {}).items():
+        weight = value.get("weight", 1.0) if isinstance(value, dict) else value
+        if float(weight) > 0:
+            spec[name] = value
+    return spec
+
+
+def build_model(config: dict, task) -> torch.nn.Module:
+    m = config["model"]
+    kwargs = dict(task.model_kwargs())
+    kwargs.update(m.get("options") or {})
+    if m.get("size") is not None:
+        kwargs["size"] = m["size"]
+    return models_lib.create(m["architecture"], **kwargs)
+
+
+def lr_lambda_factory(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, kind: str):
+    floor = min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _save_checkpoint(folder: Path, model, optimizer, scheduler, epoch: int, config: dict, metrics: dict,
+                     grid: np.ndarray | None) -> None:
+    raw = getattr(model, "module", model)
+    state = {
+        "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "config": config,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+    }
+    torch.save(state, folder / CHECKPOINT_FILE)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+    (folder / "config.json").write_text(json.dumps(config, indent=1, default=str))
+    if grid is not None:
+        import imageio.v3 as iio
+
+        iio.imwrite(folder / GRID_FILE, grid)
+
+
+def load_checkpoint_state(folder: str | Path) -> dict:
+    return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
+def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
+    """Train one trial. Returns the last reported metrics."""
+    session = session or Session()
+    train_cfg, opt_cfg, sch_cfg = config["train"], config["optimizer"], config["schedule"]
+    seed = int(train_cfg.get("seed", 0))
+    seed_everything(seed + session.rank)
+    device = session.device()
+    precision = resolve_precision(train_cfg.get("precision", "auto"), device)
+    channels_last = train_cfg.get("channels_last", "auto")
+    channels_last = device.type == "cuda" if channels_last == "auto" else bool(channels_last)
+
+    task = tasks_lib.create(config["task"]["name"], config["task"], seed=seed)
+    dataset = task.train_dataset()
+    sampler = DistributedSampler(dataset, num_replicas=session.world_size, rank=session.rank, shuffle=False,
+                                 drop_last=True) if session.world_size > 1 else None
+    batch_size = int(config["task"]["batch_size"])
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=True,
+                        num_workers=0, pin_memory=device.type == "cuda")
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"task.crops_per_epoch ({len(dataset)}) is smaller than batch_size x workers "
+                         f"({batch_size} x {session.world_size}); no training step would run.")
+
+    torch.manual_seed(seed)  # identical initial weights on every worker
+    model = build_model(config, task)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = session.prepare_model(model)
+
+    criterion = losses_lib.create(loss_spec(config) or task.default_loss(), allow_unavailable=True).to(device)
+    if criterion.dropped and session.rank == 0:
+        for name, reason in criterion.dropped.items():
+            log.warning("loss component %r disabled for this trial: %s", name, reason)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    betas = tuple(opt_cfg.get("betas", (0.9, 0.9)))
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(params, lr=float(opt_cfg["lr"]), weight_decay=float(opt_cfg["weight_decay"]),
+                                  betas=betas, fused=fused)
+    epochs = int(train_cfg["epochs"])
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = int(round(float(sch_cfg.get("warmup_epochs", 0)) * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda_factory(total_steps, warmup_steps, float(opt_cfg["lr"]), float(sch_cfg["min_lr"]),
+                                     sch_cfg.get("name", "cosine")))
+    grad_clip = opt_cfg.get("grad_clip")
+
+    start_epoch = 0
+    resume = session.get_checkpoint_dir()
+    if resume is not None:
+        state = load_checkpoint_state(resume)
+        getattr(model, "module", model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"])
+        torch.set_rng_state(state["rng"]["torch"])
+        log.info("resumed from checkpoint at epoch %d", start_epoch)
+
+    image_every = int(train_cfg.get("image_every", 5))
+    names = list(criterion.weights)
+    last: dict[str, Any] = {}
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        dataset.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        sums = torch.zeros(len(names) + 1, device=device)
+        for inputs, targets in loader:
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, precision):
+                outputs = model(inputs)
+                total, parts = criterion(outputs.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
+            optimizer.step()
+            scheduler.step()
+            sums[0] += total.detach()
+            for i, n in enumerate(names):
+                sums[i + 1] += parts[n]
+        # Reporting point: one host sync per epoch.
+        sums = all_reduce_sum(sums) / (steps_per_epoch * session.world_size)
+        values = sums.tolist()
+        if not math.isfinite(values[0]):
+            raise NonFiniteLossError(f"training loss became {values[0]} at epoch {epoch + 1}; "
+                                     "stopping this trial (lower the learning rate or check the data).")
+        train_time = time.perf_counter() - t0
+
+        want_grid = session.rank == 0 and ((epoch + 1) % image_every == 0 or epoch + 1 == epochs)
+        val = task.validate(model, device, precision, rank=session.rank, world_size=session.world_size,
+                            want_grid=want_grid)
+        keys = sorted(val.sums)
+        red = all_reduce_sum(torch.tensor([val.sums[k] for k in keys] + [val.count], dtype=torch.float64,
+                                          device=device))
+        val_metrics = {k: float(red[i] / max(1.0, float(red[-1]))) for i, k in enumerate(keys)}
+
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": values[0],
+            **{f"train_loss/{n}": values[i + 1] for i, n in enumerate(names)},
+            **val_metrics,
+            "lr": scheduler.get_last_lr()[0],
+            "epoch_time_s": time.perf_counter() - t0,
+            "train_images_per_s": steps_per_epoch * batch_size * session.world_size / max(train_time, 1e-9),
+        }
+        if criterion.dropped and epoch == start_epoch:
+            metrics["dropped_losses"] = "; ".join(f"{k}: {v}" for k, v in criterion.dropped.items())
+        with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+            if session.rank == 0:
+                _save_checkpoint(Path(tmp), model, optimizer, scheduler, epoch + 1, config, metrics, val.grid)
+            session.report(metrics, tmp if session.rank == 0 else None)
+        last = metrics
+        if distributed():
+            torch.distributed.barrier()
+    return last
+
+
+def _autocast(device: torch.device, precision: str):
+    from platform.inference import autocast_for
+
+    return autocast_for(device, precision)

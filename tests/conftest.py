@@ -1,0 +1,25 @@
+"""Shared fixtures: every test runs from the repository root with private caches/stores."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# The bundled sample data is deterministic: build it once per session under the repo cache.
+os.environ.setdefault("PLATFORM_DATA_DIR", str(REPO / ".cache" / "data"))
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    """Run in a fresh directory (own ./mlruns) with the repo still importable."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return tmp_path

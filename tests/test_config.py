@@ -1,0 +1,116 @@
+"""Search-space YAML: the quick profile, validation messages, and the Tune space it becomes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from platform.config import load_spec
+from platform.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path, text: str) -> Path:
+    base = yaml.safe_load((REPO / "search_spaces" / "nafnet_fewshot.yaml").read_text())
+    patch = yaml.safe_load(text) or {}
+
+    def merge(a, b):
+        for k, v in b.items():
+            if isinstance(v, dict) and isinstance(a.get(k), dict):
+                merge(a[k], v)
+            else:
+                a[k] = v
+        return a
+
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(merge(base, patch)))
+    return p
+
+
+def test_shipped_space_loads_with_and_without_quick():
+    full = load_spec("nafnet_fewshot")
+    quick = load_spec("nafnet_fewshot", quick=True)
+    assert full["train"]["epochs"] > quick["train"]["epochs"]
+    assert full["search"]["scheduler"]["max_t"] == full["train"]["epochs"]
+    assert quick["model"]["size"] == "small" and quick["model"]["options"]["width"] == {"choice": [8, 16]}
+    assert set(full["loss"]) == {"l1", "lpips", "laplacian", "ssim"}
+    assert full["search"]["searcher"]["name"] == "optuna" and full["search"]["scheduler"]["name"] == "asha"
+
+
+@pytest.mark.parametrize("patch, needle", [
+    ("model: {architecture: nafnett}", "model.architecture"),
+    ("model: {architecture: nafnett}", "Did you mean 'nafnet'"),
+    ("loss: {l1: -0.5}", "loss.l1"),
+    ("loss: {l1: {uniform: [-1, 1]}}", "must be >= 0"),
+    ("loss: {l7: 1.0}", "unknown loss component"),
+    ("optimizer: {lr: {loguniform: [0, 1]}}", "low > 0"),
+    ("optimizer: {lrr: 0.1}", "optimizer.lrr` is not a known key"),
+    ("train: {epochs: ten}", "train.epochs"),
+    ("train: {epochs: {choice: [1, 2]}}", "cannot be searched"),
+    ("search: {mode: maximize}", "allowed values: max, min"),
+    ("task: {crop: -3}", "must be > 0"),
+    ("model: {size: huge}", "has sizes: small, base, large"),
+    ("bogus: 1", "`bogus` is not a known key"),
+])
+def test_bad_values_are_named(tmp_path, patch, needle):
+    with pytest.raises(ConfigError) as e:
+        load_spec(_write(tmp_path, patch))
+    assert needle in str(e.value)
+    assert str(tmp_path / "space.yaml") in str(e.value)
+
+
+def test_unknown_space_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="nafnet_fewshot"):
+        load_spec("no_such_space")
+
+
+def test_param_space_has_tune_domains():
+    from ray.tune.search.sample import Categorical, Float
+
+    from platform.search.space import param_space, searched_keys
+
+    spec = load_spec("nafnet_fewshot", quick=True)
+    space = param_space(spec, {"storage_path": "/x"})
+    assert isinstance(space["optimizer"]["lr"], Float)
+    assert isinstance(space["model"]["options"]["width"], Categorical)
+    assert space["_run"] == {"storage_path": "/x"}
+    assert "optimizer.lr" in searched_keys(spec.config) and "loss.l1" in searched_keys(spec.config)
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "platform.search", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_bad_input_is_one_paragraph_without_traceback(tmp_path):
+    # Unknown architecture in the YAML.
+    out = _cli(str(_write(tmp_path, "model: {architecture: resnet9000}")), "--quick")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "model.architecture" in out.stderr and "resnet9000" in out.stderr
+    # Negative λ.
+    out = _cli(str(_write(tmp_path, "loss: {ssim: -1}")))
+    assert out.returncode == 2 and "loss.ssim" in out.stderr and "Traceback" not in out.stderr
+    # A missing data folder.
+    out = _cli("nafnet_fewshot", "--quick", "--data", str(tmp_path / "missing"))
+    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+    # Unmatched names.
+    from platform.data.io import write_image
+    import numpy as np
+
+    d = tmp_path / "d"
+    write_image(d / "input" / "a.png", np.zeros((80, 80, 3)))
+    write_image(d / "target" / "b.png", np.zeros((80, 80, 3)))
+    out = _cli("nafnet_fewshot", "--quick", "--data", str(d))
+    assert out.returncode == 2 and "a.png" in out.stderr and "b.png" in out.stderr and "Traceback" not in out.stderr
+    # An unreadable image.
+    write_image(d / "target" / "a.png", np.zeros((80, 80, 3)))
+    (d / "target" / "b.png").unlink()
+    (d / "input" / "a.png").write_bytes(b"not an image at all")
+    out = _cli("nafnet_fewshot", "--quick", "--data", str(d))
+    assert out.returncode == 2 and "a.png" in out.stderr and "Traceback" not in out.stderr
+    assert not (REPO / "mlruns" / "nothing").exists()
