@@ -66,7 +66,7 @@ def register_and_maybe_promote(client: MlflowClient, name: str, model_uri: str, 
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Champion of the platform's searches for this space.")
-    version = client.create_model_version(name, model_uri, run_id=run_id).version
+    version = str(client.create_model_version(name, model_uri, run_id=run_id).version)
 
     new_model, _ = load_torch_model(f"models:/{name}/{version}")
     score = evaluate(new_model, task, metric)
@@ -84,12 +84,12 @@ def register_and_maybe_promote(client: MlflowClient, name: str, model_uri: str, 
         promoted = score > champ_score if mode == "max" else score < champ_score
     if promoted:
         client.set_registered_model_alias(name, ALIAS, version)
-    result = Promotion(name, version, score, champion.version if champion else None, champ_score, promoted, metric)
+    result = Promotion(name, version, score, str(champion.version) if champion else None, champ_score, promoted, metric)
     tags = {
         "promotion.metric": metric,
         "promotion.score": f"{score:.6f}",
         "promotion.decision": "promoted" if promoted else "not promoted",
-        "promotion.champion_version": champion.version if champion else "none",
+        "promotion.champion_version": str(champion.version) if champion else "none",
         "promotion.champion_score": f"{champ_score:.6f}" if champ_score is not None else "none",
         "promotion.message": result.message(),
     }

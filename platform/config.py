@@ -250,7 +250,8 @@ class _Validator:
         for name, value in loss.items():
             key = f"{prefix}.{name}"
             if name not in LOSSES:
-                self.fail(key, "names an unknown loss component. " + LOSSES.unknown_message(name).split(". ", 1)[-1])
+                self.fail(key, f"is {name!r}, an unknown loss component. "
+                          + LOSSES.unknown_message(name).split(". ", 1)[-1])
             if is_searchable(value):
                 self.check_distribution(key, value, None, weight_check)
             elif isinstance(value, dict):
@@ -271,12 +272,14 @@ def _check_names(cfg: dict, source: str) -> None:
 
     v = _Validator(source)
     if cfg["task"]["name"] not in TASKS:
-        v.fail("task.name", "names an unknown task. " + TASKS.unknown_message(cfg["task"]["name"]).split(". ", 1)[-1])
+        v.fail("task.name", f"is {cfg['task']['name']!r}, an unknown task. "
+               + TASKS.unknown_message(cfg["task"]["name"]).split(". ", 1)[-1])
     arch = cfg["model"]["architecture"]
     archs = arch["choice"] if is_searchable(arch) else [arch]
     for a in archs:
         if a not in MODELS:
-            v.fail("model.architecture", "names an unknown architecture. " + MODELS.unknown_message(a).split(". ", 1)[-1])
+            v.fail("model.architecture", f"is {a!r}, an unknown architecture. "
+                   + MODELS.unknown_message(a).split(". ", 1)[-1])
     size = cfg["model"]["size"]
     sizes = size["choice"] if is_searchable(size) else [size]
     for a in archs:

@@ -47,7 +47,7 @@ def test_shipped_space_loads_with_and_without_quick():
     ("model: {architecture: nafnett}", "Did you mean 'nafnet'"),
     ("loss: {l1: -0.5}", "loss.l1"),
     ("loss: {l1: {uniform: [-1, 1]}}", "must be >= 0"),
-    ("loss: {l7: 1.0}", "unknown loss component"),
+    ("loss: {l7: 1.0}", "an unknown loss component"),
     ("optimizer: {lr: {loguniform: [0, 1]}}", "low > 0"),
     ("optimizer: {lrr: 0.1}", "optimizer.lrr` is not a known key"),
     ("train: {epochs: ten}", "train.epochs"),

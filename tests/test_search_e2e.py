@@ -57,7 +57,7 @@ def test_search_tracks_registers_and_guards_the_champion(tmp_cwd):
 
     # The champion runs on a full-resolution frame at its own size and beats the identity.
     version = client.get_model_version_by_alias("nafnet_fewshot", "champion")
-    assert version.version == "1" and version.tags["promotion.decision"] == "promoted"
+    assert str(version.version) == "1" and version.tags["promotion.decision"] == "promoted"
     model = mlflow.pyfunc.load_model("models:/nafnet_fewshot@champion")
     from platform.data.io import read_image
     from platform.data.samples import ensure_sample
@@ -74,7 +74,7 @@ def test_search_tracks_registers_and_guards_the_champion(tmp_cwd):
              "model": {"options": {"width": 8}}, "train": {"epochs": 1}}
     out2 = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=worse))
     assert out2.promotion.version == "2" and not out2.promotion.promoted
-    assert client.get_model_version_by_alias("nafnet_fewshot", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("nafnet_fewshot", "champion").version) == "1"
     v2 = client.get_model_version("nafnet_fewshot", "2")
     assert v2.tags["promotion.decision"] == "not promoted"
     assert float(v2.tags["promotion.champion_score"]) > float(v2.tags["promotion.score"])

@@ -125,6 +125,22 @@ def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
         ray.init(num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=False, include_dashboard=False)
 
 
+def check_shared_storage(opts: SearchOptions, storage: str) -> None:
+    """Trials on several nodes need storage every node can reach (S3, GCS, NFS...)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1 or "://" in storage:
+        return
+    if opts.storage is None:
+        raise ConfigError(
+            f"the Ray cluster has {len(nodes)} nodes but results would go to the local folder {storage}, which "
+            "the other nodes cannot reach. Give --storage s3://BUCKET/PREFIX (or a path on a filesystem that "
+            "every node mounts, e.g. --storage /mnt/shared/ray_results).")
+    log.warning("storage %s is a local path on a %d-node cluster: it must be a filesystem every node mounts",
+                storage, len(nodes))
+
+
 # --------------------------------------------------------------------------- progress
 class ProgressReporter:
     """Logs trials running/finished, the best so far and an ETA as results arrive."""
@@ -259,6 +275,13 @@ def best_checkpoint(row: dict, metric: str, mode: str) -> str | None:
 
 # --------------------------------------------------------------------------- main entry
 def run_search(opts: SearchOptions) -> SearchOutcome:
+    from platform.logs import quiet_third_party
+
+    quiet_third_party()
+    spec = prepare_spec(opts)  # validate everything cheap before importing the heavy stack
+    task = preflight(spec)
+    lpips_reason = check_lpips(spec)
+
     import mlflow
     import ray
     from ray import tune
@@ -266,16 +289,9 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from platform import pyfunc, tracking
     from platform.champion import register_and_maybe_promote
     from platform.search.space import make_scheduler, make_searcher, param_space
-
-    spec = prepare_spec(opts)
-    task = preflight(spec)
-    lpips_reason = check_lpips(spec)
     s = spec["search"]
     metric, mode = s["metric"], s["mode"]
     storage = storage_path(opts)
-    if not ("://" in storage) and opts.address:
-        log.warning("storage %s is a local path while running on a cluster; with more than one node give "
-                    "--storage s3://bucket/prefix (or a shared filesystem path)", storage)
 
     client, exp_id = tracking.setup_mlflow(spec.name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -297,6 +313,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     env_vars.setdefault("PLATFORM_DATA_DIR", str(Path(".cache/data").resolve()))
     env_vars.setdefault("PLATFORM_PRETRAINED_DIR", str(Path(".cache/pretrained").resolve()))
     init_ray(opts, env_vars)
+    check_shared_storage(opts, storage)
 
     from trainables.fewshot import run_trial, uses_torch_trainer
 
@@ -339,8 +356,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         ckpt = best_checkpoint(best, metric, mode)
         if ckpt is None:
             raise RuntimeError(f"best trial {best['trial']} left no checkpoint")
-        sample = next(iter(task.val_items()))[1][None].astype("float32")
-        model_uri = pyfunc.log_model(ckpt, best["run_id"] or parent_id, sample=sample[:, :64, :64])
+        model_uri = pyfunc.log_model(ckpt, best["run_id"] or parent_id, sample=task.example_input())
         if opts.promote:
             outcome.promotion = register_and_maybe_promote(client, spec.name, model_uri, best["run_id"] or parent_id,
                                                            task, metric, mode)

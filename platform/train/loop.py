@@ -67,9 +67,11 @@ def loss_spec(config: dict) -> dict:
     return spec
 
 
-def build_model(config: dict, task) -> torch.nn.Module:
+def build_model(config: dict, model_kwargs: dict | None = None) -> torch.nn.Module:
+    """The trial's network; ``model_kwargs`` come from the task (channels, classes) and are
+    stored in checkpoints as ``config["_model_kwargs"]`` so a model can be rebuilt without data."""
     m = config["model"]
-    kwargs = dict(task.model_kwargs())
+    kwargs = dict(model_kwargs if model_kwargs is not None else config.get("_model_kwargs", {}))
     kwargs.update(m.get("options") or {})
     if m.get("size") is not None:
         kwargs["size"] = m["size"]
@@ -138,7 +140,8 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
                          f"({batch_size} x {session.world_size}); no training step would run.")
 
     torch.manual_seed(seed)  # identical initial weights on every worker
-    model = build_model(config, task)
+    config = {**config, "_model_kwargs": dict(task.model_kwargs())}
+    model = build_model(config)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)
@@ -183,13 +186,13 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
             sampler.set_epoch(epoch)
         sums = torch.zeros(len(names) + 1, device=device)
         for inputs, targets in loader:
-            inputs = inputs.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
+            inputs = to_device(inputs, device)
+            targets = to_device(targets, device)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with _autocast(device, precision):
                 outputs = model(inputs)
-                total, parts = criterion(outputs.float(), targets)
+                total, parts = criterion(outputs, targets)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if grad_clip:
@@ -234,6 +237,13 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
         if distributed():
             torch.distributed.barrier()
     return last
+
+
+def to_device(x, device: torch.device):
+    """Tensors, or dicts of tensors (hierarchical targets), to ``device``."""
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
 
 
 def _autocast(device: torch.device, precision: str):
