@@ -75,6 +75,62 @@ SCHEMA: dict[str, Any] = {
             "hflip": Field(NUM, default=0.5, check=_fraction),
             "vflip": Field(NUM, default=0.5, check=_fraction),
             "rotate90": Field(NUM, default=0.5, check=_fraction),
+            # --- data & tasks helper: see platform/data/augment.py for the meaning of each key
+            "shift_scale_rotate": {
+                "p": Field(NUM, default=0.0, check=_fraction),
+                "shift": Field(NUM, default=0.0625, check=_fraction, doc="max shift, fraction of the crop"),
+                "scale": Field(NUM, default=0.1, check=_fraction, doc="scale in [1 - scale, 1 + scale]"),
+                "rotate": Field(NUM, default=15.0, check=_non_negative, doc="max rotation in degrees"),
+            },
+            "brightness_contrast": {
+                "p": Field(NUM, default=0.0, check=_fraction),
+                "brightness": Field(NUM, default=0.1, check=_fraction),
+                "contrast": Field(NUM, default=0.1, check=_fraction),
+            },
+            "hue_saturation": {
+                "p": Field(NUM, default=0.0, check=_fraction),
+                "hue": Field(NUM, default=5.0, check=_non_negative),
+                "saturation": Field(NUM, default=10.0, check=_non_negative),
+                "value": Field(NUM, default=5.0, check=_non_negative),
+            },
+            "blur": {
+                "p": Field(NUM, default=0.0, check=_fraction),
+                "max_kernel": Field((int,), default=5, check=lambda v: "must be >= 3" if v < 3 else None),
+            },
+            "noise": {
+                "p": Field(NUM, default=0.0, check=_fraction),
+                "std": Field(NUM, default=0.03, check=_fraction, doc="max noise std (images in [0, 1])"),
+            },
+            "photometric_on": Field((str, type(None)), default=None, allowed=("input", "both", None),
+                                    doc="photometric jitter on the input only or on input and target (null: task default)"),
+            "offline_copies": Field((int,), default=0, check=lambda v: None if 0 <= v <= 7 else "must be in 0..7",
+                                    doc="POC-5.8 offline multiplier: +hflip, +vflip, +rot90, ... copies of each training item"),
+            "extra": Field((list,), default=[], searchable=False,
+                           doc="more albumentations transforms: [{type: CLAHE, p: 0.2, clip_limit: 2.0}]"),
+        },
+        # --- data & tasks helper additions (platform/data/, platform/tasks/)
+        "val_fraction": Field(NUM + (type(None),), default=None, searchable=False, check=_fraction,
+                              doc="hold out this fraction of the items (drawn with split_seed) instead of val_holdout"),
+        "folds": Field((int, type(None)), default=None, searchable=False,
+                       check=lambda v: "must be >= 2 (or null)" if v < 2 else None,
+                       doc="k-fold cross-validation: the items are dealt into this many folds"),
+        "fold": Field((int,), default=0, check=_non_negative,
+                      doc="the validation fold (0..folds-1); search it with {grid: [0, ..., k-1]} to score folds"),
+        "split_seed": Field((int,), default=0, searchable=False, doc="seed of val_fraction / k-fold draws"),
+        "transfer": Field((str, dict), default="identity", searchable=False,
+                          doc="stored values -> network [0, 1]: identity, linear, srgb, log or {name: ..., options}"),
+        "alpha": Field((str,), default="error", searchable=False, allowed=("error", "drop", "composite", "keep"),
+                       doc="images with an alpha channel: error (unless opaque), drop, composite (premultiply), keep (RGBA)"),
+        "val_sequence": Field((dict, list, type(None)), default=None, searchable=False,
+                              doc="img2img: {input: video-or-frame-folder, target: ...} validated frame by frame (+ flicker)"),
+        "val_tile": Field((int, type(None)), default=None, searchable=False,
+                          doc="validation tile size for large frames (null: chosen from free memory)"),
+        "val_tile_overlap": Field((int, type(None)), default=None, searchable=False,
+                                  doc="overlap between validation tiles (null: the inference default)"),
+        "level_weights": {
+            "binary": Field(NUM, default=0.2, check=_non_negative),
+            "coarse": Field(NUM, default=0.3, check=_non_negative),
+            "fine": Field(NUM, default=0.5, check=_non_negative),
         },
     },
     "model": {
@@ -111,7 +167,9 @@ SCHEMA: dict[str, Any] = {
         "num_trials": Field((int,), default=20, searchable=False, check=_positive),
         "max_concurrent": Field((int,), default=4, searchable=False, check=_positive),
         "scheduler": {
-            "name": Field((str,), default="asha", searchable=False, allowed=("asha", "fifo")),
+            "name": Field((str,), default="asha", searchable=False,
+                          allowed=("asha", "hyperband", "bohb", "pbt", "fifo"),
+                          doc="asha (default), hyperband, bohb (needs hpbandster + ConfigSpace), pbt, fifo"),
             "time_attr": Field((str,), default="training_iteration", searchable=False,
                                allowed=("training_iteration", "time_total_s")),
             "grace_period": Field((int,), default=2, searchable=False, check=_positive),
@@ -119,13 +177,56 @@ SCHEMA: dict[str, Any] = {
                                       check=lambda v: "must be > 1" if v <= 1 else None),
             "max_t": Field((int, type(None)), default=None, searchable=False,
                            doc="defaults to train.epochs"),
+            # --- search helper: population based training
+            "perturbation_interval": Field((int,), default=2, searchable=False, check=_positive,
+                                           doc="pbt: epochs between exploit/explore steps"),
+            "quantile_fraction": Field(NUM, default=0.25, searchable=False,
+                                       check=lambda v: None if 0 < v <= 0.5 else "must be in (0, 0.5]"),
+            "resample_probability": Field(NUM, default=0.25, searchable=False, check=_fraction),
+            "mutate": Field((list, type(None)), default=None, searchable=False,
+                            doc="pbt: dotted keys to mutate (default: every continuous searched key)"),
         },
         "searcher": {
-            "name": Field((str,), default="optuna", searchable=False, allowed=("optuna", "random")),
+            "name": Field((str,), default="optuna", searchable=False, allowed=("optuna", "random", "grid"),
+                          doc="optuna (TPE by default), random (Optuna's random sampler), grid (every combination)"),
             "sampler": Field((str,), default="tpe", searchable=False, allowed=("tpe", "random")),
             "seed": Field((int,), default=0, searchable=False),
             "n_startup_trials": Field((int,), default=5, searchable=False, check=_non_negative),
+            "grid_points": Field((int,), default=3, searchable=False, check=_positive,
+                                 doc="grid: points per continuous range (log-spaced for loguniform)"),
         },
+        # --- search helper additions (platform/search/)
+        "points_to_evaluate": Field((list,), default=[], searchable=False,
+                                    doc="known-good configs tried first: [{preset: NAME} | {dotted.key: value, ...}]"),
+        "repeat": {
+            "over": Field((str,), default="none", searchable=False, allowed=("none", "seed", "fold"),
+                          doc="score a trial by the mean over k seeds or k folds (trainers run in lockstep)"),
+            "k": Field((int,), default=1, searchable=False, check=_positive),
+        },
+        "cost": {
+            "metric": Field((str,), default="none", searchable=False, allowed=("none", "params", "latency"),
+                            doc="a cost measured per trial: parameters (millions) or inference latency (ms)"),
+            "optimize": Field((bool,), default=False, searchable=False,
+                              doc="multi-objective search (quality and cost); promotion still uses the metric"),
+            "latency_size": Field((int,), default=256, searchable=False, check=_positive,
+                                  doc="square input side for the latency measurement"),
+        },
+        "budget": {
+            "usd": Field(NUM + (type(None),), default=None, searchable=False, check=_positive,
+                         doc="stop launching trials when the spend would pass this many dollars"),
+            "price_per_gpu_hour": Field(NUM, default=0.0, searchable=False, check=_non_negative),
+            "price_per_cpu_hour": Field(NUM, default=0.0, searchable=False, check=_non_negative),
+            "time_s": Field(NUM + (type(None),), default=None, searchable=False, check=_positive,
+                            doc="stop launching trials after this many seconds of search"),
+            "max_trials": Field((int, type(None)), default=None, searchable=False, check=_positive,
+                                doc="cap on the number of trials (the lower of this and num_trials)"),
+        },
+        "checkpoints": {
+            "keep_best": Field((int,), default=2, searchable=False, check=_positive,
+                               doc="per trial keep the best N checkpoints and the latest; delete the rest"),
+        },
+        "report": Field((bool,), default=True, searchable=False,
+                        doc="write the HTML report at the end of the search and log it to MLflow"),
     },
     "resources": {
         "workers": Field((int,), default=1, searchable=False, check=_positive),
@@ -133,6 +234,13 @@ SCHEMA: dict[str, Any] = {
         "gpus_per_worker": Field(NUM, default=0, searchable=False, check=_non_negative),
         "mode": Field((str,), default="auto", searchable=False, allowed=("auto", "train", "inprocess"),
                       doc="auto: single-worker trials run in the Tune trial's process, DDP trials as TorchTrainer"),
+        # --- search helper additions: GPU packing
+        "pack": Field((bool,), default=True, searchable=False,
+                      doc="raise a trial's GPU fraction to fit its estimated peak memory"),
+        "gpu_memory_gb": Field(NUM + (type(None),), default=None, searchable=False, check=_positive,
+                               doc="memory of one GPU for packing (default: read from CUDA in the driver)"),
+        "memory_headroom": Field(NUM, default=1.25, searchable=False,
+                                 check=lambda v: None if v >= 1 else "must be >= 1"),
     },
     "quick": Field((dict,), default={}, searchable=False,
                    doc="overrides applied by --quick (same keys as the rest of the file)"),
@@ -338,8 +446,12 @@ def load_spec(space: str | Path, quick: bool = False, overrides: dict | None = N
     if overrides:
         merged = deep_merge(merged, overrides)
     cfg = validator.walk(merged, SCHEMA)
-    if cfg["search"]["scheduler"]["max_t"] is None:
-        cfg["search"]["scheduler"]["max_t"] = cfg["train"]["epochs"]
+    sched = cfg["search"]["scheduler"]
+    if sched["max_t"] is None:
+        sched["max_t"] = cfg["train"]["epochs"]
+    if sched["grace_period"] > sched["max_t"]:
+        # A grace period longer than the trials themselves means "never stop early".
+        sched["grace_period"] = sched["max_t"]
     if not cfg["loss"]:
         validator.fail("loss", "is empty; give at least one component with a weight, e.g. {l1: 1.0}.")
     _check_names(cfg, str(path))
