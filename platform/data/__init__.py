@@ -1,1 +1,2 @@
-"""Data: image I/O, bundled sample data sets, paired few-shot data sets."""
+"""Data: image formats and I/O, bundled sample data sets, paired / segmentation / matting data,
+augmentation, splits, transfer functions and validation sequences. See notes/data.md."""

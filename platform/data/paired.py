@@ -1,4 +1,10 @@
-"""Paired few-shot data: a folder with ``input/`` and ``target/`` images matched by file name."""
+"""Paired few-shot data: a folder with ``input/`` and ``target/`` images matched by file name.
+
+Images are held in memory for the whole training (a few-shot set is small), by default as
+float32 in [0, 1]; ``load_pairs(..., compact=True)`` keeps the stored 8/16-bit integers instead
+(4x / 2x less memory, converted to float per crop), which is what the tasks use. Training
+draws random crops (:class:`CropDataset`), so a step never touches whole frames.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from platform.data.io import is_image_file, read_image, to_rgb
+from platform.data.io import apply_alpha, is_image_file, read_array, to_float
 from platform.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -19,8 +25,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Pair:
+    """One training/validation item: an input image and its target (image, mask or matte).
+
+    Arrays are HxWxC float32 in [0, 1] (or, when loaded ``compact``, the stored uint8/uint16
+    values; :func:`platform.data.io.to_float` converts). Masks are HxW integer labels.
+    """
+
     name: str
-    input: np.ndarray  # float32 HxWx3 in [0, 1]
+    input: np.ndarray
     target: np.ndarray
 
     @property
@@ -65,58 +77,73 @@ def scan_pairs(folder: str | Path, a: str = "input", b: str = "target") -> list[
     return [(s, ins[s], outs[s]) for s in sorted(ins)]
 
 
-def _signature(folder: Path) -> tuple:
+def _signature(folder: Path, subs: tuple[str, ...] = ("input", "target")) -> tuple:
     return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
-                 for sub in ("input", "target") for p in sorted((folder / sub).iterdir()) if p.is_file())
+                 for sub in subs for p in sorted((folder / sub).iterdir()) if p.is_file())
+
+
+def _load_one(path: Path, compact: bool, alpha: str) -> np.ndarray:
+    arr = apply_alpha(read_array(path), alpha, path)
+    return arr if compact and arr.dtype.kind == "u" else to_float(arr)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_pairs_cached(folder: str, signature: tuple) -> tuple[Pair, ...]:
+def _load_pairs_cached(folder: str, signature: tuple, compact: bool = False, alpha: str = "error") -> tuple[Pair, ...]:
     pairs = []
     for stem, pin, pout in scan_pairs(folder):
-        x, y = to_rgb(read_image(pin), pin), to_rgb(read_image(pout), pout)
-        if x.shape != y.shape:
-            raise DataError(f"{pin.name}: input is {x.shape[1]}x{x.shape[0]} but target {pout.name} is "
+        x, y = _load_one(pin, compact, alpha), _load_one(pout, compact, alpha)
+        if x.shape[:2] != y.shape[:2]:
+            raise DataError(f"{pin}: input is {x.shape[1]}x{x.shape[0]} but target {pout.name} is "
                             f"{y.shape[1]}x{y.shape[0]}; pairs must have the same size.")
+        if x.shape != y.shape:
+            raise DataError(f"{pin}: input has {x.shape[2]} channels but target {pout.name} has {y.shape[2]}; "
+                            "save both as RGB (or both with alpha and task.alpha: keep).")
         pairs.append(Pair(stem, x, y))
     return tuple(pairs)
 
 
-def load_pairs(folder: str | Path) -> list[Pair]:
-    """Read every pair into memory (cached per process, invalidated when files change)."""
+def load_pairs(folder: str | Path, compact: bool = False, alpha: str = "error") -> list[Pair]:
+    """Read every pair into memory (cached per process, invalidated when files change).
+
+    ``compact``: keep 8/16-bit images as stored integers (float files stay float32).
+    ``alpha``: the alpha policy of :func:`platform.data.io.apply_alpha` (default: an image
+    with a non-opaque alpha channel is an error).
+    """
     folder = Path(folder).resolve()
     scan_pairs(folder)  # validates before touching the cache
-    return list(_load_pairs_cached(str(folder), _signature(folder)))
+    return list(_load_pairs_cached(str(folder), _signature(folder), bool(compact), str(alpha)))
 
 
-def split_pairs(pairs: list[Pair], holdout: int | list[str]) -> tuple[list[Pair], list[Pair]]:
-    names = [p.name for p in pairs]
-    if isinstance(holdout, int):
-        if holdout < 0 or holdout >= len(pairs):
-            raise DataError(f"task.val_holdout is {holdout} but the data set has {len(pairs)} pairs; hold out "
-                            f"between 0 and {len(pairs) - 1} so that something is left to train on.")
-        val_names = set(names[len(names) - holdout:]) if holdout else set()
-    else:
-        missing = [n for n in holdout if n not in names]
-        if missing:
-            raise DataError(f"task.val_holdout names {', '.join(missing)}, which are not in the data set "
-                            f"(pairs: {', '.join(names)}).")
-        val_names = set(holdout)
-        if len(val_names) >= len(pairs):
-            raise DataError("task.val_holdout holds out every pair; leave at least one to train on.")
-    train = [p for p in pairs if p.name not in val_names]
-    val = [p for p in pairs if p.name in val_names]
-    return train, val
+def split_pairs(pairs: list[Pair], holdout: int | list[str], *, fraction: float | None = None,
+                folds: int | None = None, fold: int = 0, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
+    """Split pairs into (train, val); see :mod:`platform.data.splits` for the rules."""
+    from platform.data.splits import split_names
+
+    _, val_names = split_names([p.name for p in pairs], holdout=holdout, fraction=fraction, folds=folds,
+                               fold=fold, seed=seed)
+    val_set = set(val_names)
+    return [p for p in pairs if p.name not in val_set], [p for p in pairs if p.name in val_set]
 
 
 def to_model_range(img: np.ndarray) -> torch.Tensor:
-    """HxWxC [0, 1] -> CxHxW [-1, 1]."""
+    """HxWxC [0, 1] -> CxHxW [-1, 1] (float32; 8/16-bit arrays are scaled first)."""
+    if img.dtype.kind != "f":
+        img = to_float(img)
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) * 2.0 - 1.0
 
 
 def from_model_range(t: torch.Tensor) -> np.ndarray:
     """CxHxW [-1, 1] -> HxWxC [0, 1]."""
     return ((t.float().clamp(-1, 1) + 1.0) / 2.0).permute(1, 2, 0).cpu().numpy()
+
+
+def target_to_tensor(target: np.ndarray, kind: str) -> torch.Tensor:
+    """A target crop as the loss expects it: images/mattes CxHxW in [-1, 1], masks HxW int64."""
+    if kind == "mask":
+        return torch.from_numpy(np.ascontiguousarray(target).astype(np.int64))
+    if target.ndim == 2:
+        target = target[:, :, None]
+    return to_model_range(to_float(np.ascontiguousarray(target)))
 
 
 class CropDataset(Dataset):
@@ -126,26 +153,37 @@ class CropDataset(Dataset):
     that splits the indices over workers gives each worker a distinct shard, and the union
     over workers is exactly what one worker would see (the basis of the DDP equivalence test).
     Geometric augmentation is applied identically to input and target through albumentations.
+
+    ``augment``: a :class:`platform.data.augment.PairedAugment` (the search space's
+    ``task.augment``); without it, the historical flips/rotate-90 with the given
+    probabilities. ``target_kind``: ``"image"`` (img2img), ``"mask"`` (labels) or ``"alpha"``.
+    ``target_transform``: applied to the augmented target crop (e.g. fine labels -> a dict of
+    hierarchical levels); it must return tensors.
     """
 
     def __init__(self, pairs: list[Pair], crop: int, length: int, seed: int = 0,
-                 hflip: float = 0.5, vflip: float = 0.5, rotate90: float = 0.5):
-        import albumentations as A
+                 hflip: float = 0.5, vflip: float = 0.5, rotate90: float = 0.5, augment=None,
+                 target_kind: str = "image", target_transform=None):
+        from platform.data.augment import PairedAugment
 
+        if not pairs:
+            raise DataError("no training items: the data set is empty, or every item is held out for validation.")
         for p in pairs:
             h, w = p.shape
             if h < crop or w < crop:
                 raise DataError(f"image {p.name} is {w}x{h}, smaller than the crop size {crop}; lower task.crop "
                                 f"to at most {min(h, w)} or remove the image.")
         self.pairs, self.crop, self.length, self.seed = pairs, crop, length, seed
+        self.target_kind = target_kind
+        self.target_transform = target_transform
         self.epoch = 0
         # Sample images in proportion to their area so that every pixel is equally likely.
         areas = np.array([p.shape[0] * p.shape[1] for p in pairs], dtype=np.float64)
         self.weights = areas / areas.sum()
-        self.transform = A.Compose(
-            [A.HorizontalFlip(p=hflip), A.VerticalFlip(p=vflip), A.RandomRotate90(p=rotate90)],
-            additional_targets={"target": "image"},
-        )
+        if augment is None:
+            augment = PairedAugment({"hflip": hflip, "vflip": vflip, "rotate90": rotate90},
+                                    target_kind="mask" if target_kind == "mask" else "image")
+        self.augment = augment
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -160,8 +198,10 @@ class CropDataset(Dataset):
         h, w = pair.shape
         y = int(rng.integers(0, h - self.crop + 1))
         x = int(rng.integers(0, w - self.crop + 1))
-        a = pair.input[y:y + self.crop, x:x + self.crop]
+        a = to_float(pair.input[y:y + self.crop, x:x + self.crop])
         b = pair.target[y:y + self.crop, x:x + self.crop]
-        self.transform.set_random_seed(int(rng.integers(0, 2**31 - 1)))
-        out = self.transform(image=a, target=b)
-        return to_model_range(out["image"]), to_model_range(out["target"])
+        if self.target_kind != "mask":
+            b = to_float(b)
+        a, b = self.augment(a, b, int(rng.integers(0, 2**31 - 1)))
+        target = self.target_transform(b) if self.target_transform is not None else target_to_tensor(b, self.target_kind)
+        return to_model_range(np.ascontiguousarray(a)), target

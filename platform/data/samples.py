@@ -8,6 +8,23 @@ folder makes a changed generator rebuild instead of silently reusing stale files
 film grain; the target is the grain-free photo through a non-linear colour grade (a filmic
 tone curve, teal/orange split toning, a saturation lift). A network must both remove the
 grain (a local, texture-level effect) and learn the grade (a global, non-linear colour map).
+
+``restore``: the input is the photo blurred, with sensor noise and heavy JPEG compression; the
+target is the clean photo (``input/``, ``target/``).
+
+``damage``: ARTeFACT-like damaged artworks. Sixteen fine classes (clean + 15 damage types:
+material loss, peel, crack, scratch, fold, puncture, burn, dust, dirt, hair, stain, light leak,
+writing, stamp, sticker) grouped in 4 coarse classes (clean, structural, surface, additions) and
+2 binary ones (clean, damaged) by the built-in ``artefact`` class map, painted onto the photos
+(resized to at most 384 px) with their index masks; a dark mount around some pictures is the
+"not artwork" region, labelled 255 (ignored). ``input/`` (damaged), ``target/`` (clean: the set
+doubles as an img2img inpainting task), ``masks/`` (fine labels), ``data.yaml``.
+
+``matte``: foregrounds with soft alpha composited over other photos: skimage's logo (its own
+alpha), coins, text, the colour wheel and a horse silhouette (cut with simple threshold masks),
+the astronaut and the cat (cut with ellipses), feathered at the edges. ``images/`` (composites),
+``alpha/`` (8-bit mattes), ``masks/`` (alpha >= 0.5, binary index PNGs) and ``data.yaml``
+(background/foreground): a matting and a background-removal (binary segmentation) set.
 """
 
 from __future__ import annotations
@@ -28,7 +45,7 @@ from platform.errors import DataError
 log = logging.getLogger(__name__)
 
 SAMPLES: dict[str, Callable[[Path], None]] = {}
-SAMPLE_VERSION = {"vfx_grade": 1}
+SAMPLE_VERSION = {"vfx_grade": 1, "restore": 1, "damage": 1, "matte": 1}
 
 
 def data_root() -> Path:
@@ -94,6 +111,83 @@ def _build_vfx_grade(out: Path) -> None:
 SAMPLES["vfx_grade"] = _build_vfx_grade
 
 
+def _resize_max(img: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-resample so that the long side is at most ``max_side`` (OpenCV INTER_AREA, deterministic)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    s = max_side / max(h, w)
+    if s >= 1:
+        return img
+    out = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return out.reshape(out.shape[:2] + img.shape[2:])
+
+
+def degrade(img: np.ndarray, seed: int, sigma: float = 1.2, noise: float = 0.04, quality: int = 25) -> np.ndarray:
+    """Blur, Gaussian noise and JPEG compression (the ``restore`` input)."""
+    import cv2
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    x = gaussian_filter(img, sigma=(sigma, sigma, 0))
+    x = np.clip(x + noise * rng.standard_normal(x.shape).astype(np.float32), 0, 1)
+    u8 = np.round(x * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
+
+
+def _build_restore(out: Path) -> None:
+    for i, (name, photo) in enumerate(_photos()):
+        write_image(out / "input" / f"{i:02d}_{name}.png", degrade(photo, seed=2000 + i))
+        write_image(out / "target" / f"{i:02d}_{name}.png", photo)
+
+
+SAMPLES["restore"] = _build_restore
+
+
+def _build_damage(out: Path) -> None:
+    import yaml
+
+    from platform.data.synth import paint_damage
+    from platform.data.formats import write_mask
+    from platform.data.segmentation import ARTEFACT_FINE, _default_palette
+
+    palette = _default_palette(len(ARTEFACT_FINE))
+    for i, (name, photo) in enumerate(_photos()):
+        clean = _resize_max(photo, 384)
+        damaged, mask = paint_damage(clean, seed=3000 + i, index=i)
+        write_image(out / "input" / f"{i:02d}_{name}.png", damaged)
+        write_image(out / "target" / f"{i:02d}_{name}.png", clean)
+        write_mask(out / "masks" / f"{i:02d}_{name}.png", mask, palette=palette + [(128, 128, 128)] * (256 - len(palette)))
+    meta = {"description": "ARTeFACT-like synthetic damage on scikit-image photos (platform sample 'damage')",
+            "classes": list(ARTEFACT_FINE), "ignore_index": 255, "hierarchy": "artefact",
+            "palette": [list(c) for c in palette]}
+    (out / "data.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+SAMPLES["damage"] = _build_damage
+
+
+def _build_matte(out: Path) -> None:
+    import yaml
+
+    from platform.data.synth import composite_mattes
+    from platform.data.formats import write_mask
+
+    for name, image, alpha in composite_mattes():
+        write_image(out / "images" / f"{name}.png", image)
+        write_image(out / "alpha" / f"{name}.png", alpha)
+        write_mask(out / "masks" / f"{name}.png", (alpha[:, :, 0] >= 0.5).astype(np.uint8),
+                   palette=[(0, 0, 0), (255, 255, 255)])
+    meta = {"description": "foregrounds with soft alpha over photos (platform sample 'matte')",
+            "classes": ["background", "foreground"], "ignore_index": None,
+            "palette": [[0, 0, 0], [255, 255, 255]]}
+    (out / "data.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+SAMPLES["matte"] = _build_matte
+
+
 def available_samples() -> list[str]:
     return sorted(SAMPLES)
 
@@ -138,3 +232,42 @@ def resolve_data(spec: str) -> Path:
     if spec.startswith("sample:"):
         return ensure_sample(spec.split(":", 1)[1])
     return Path(spec).expanduser().resolve()
+
+
+def preview(name: str, rows: int = 2, max_side: int = 192) -> np.ndarray:
+    """A small uint8 picture of a sample set: ``rows`` items, input | target (or mask / alpha)."""
+    from platform.data.io import to_float
+    from platform.tasks.base import make_grid
+
+    folder = ensure_sample(name)
+    grids = []
+    if name in ("vfx_grade", "restore"):
+        from platform.data.paired import load_pairs
+
+        for p in load_pairs(folder)[:rows]:
+            grids.append(make_grid([p.input, p.target], max_side))
+    elif name == "damage":
+        from platform.data.formats import read_array
+        from platform.data.segmentation import load_segmentation
+
+        spec, items = load_segmentation(folder, hierarchical=True)
+        for p in items[2:2 + rows]:
+            clean = to_float(read_array(folder / "target" / f"{p.name}.png"))
+            coarse = spec.levels["coarse"].lut[p.target.astype(np.int64)]
+            grids.append(make_grid([to_float(p.input), spec.colourise(p.target.astype(np.int64)),
+                                    spec.colourise(coarse, spec.levels["coarse"].names), clean], max_side))
+    elif name == "matte":
+        from platform.data.segmentation import load_mattes
+
+        for p in load_mattes(folder)[:rows]:
+            grids.append(make_grid([to_float(p.input), to_float(p.target)], max_side))
+    else:
+        raise DataError(f"no preview for sample {name!r}.")
+    width = min(g.shape[1] for g in grids)
+    sep = np.full((4, width, 3), 255, np.uint8)
+    out = []
+    for i, g in enumerate(grids):
+        if i:
+            out.append(sep)
+        out.append(g[:, :width])
+    return np.concatenate(out, axis=0)

@@ -1,4 +1,11 @@
-"""Task registry: a task bundles its data set, default loss, validation metrics and logged images."""
+"""Task registry: a task bundles its data set, default loss, validation metrics and logged images.
+
+Built-in tasks: ``img2img`` (paired images), ``segmentation`` (images + index masks, binary or
+multiclass), ``hierarchical_segmentation`` (POC-5.5 binary/coarse/fine heads) and ``matting``
+(images + alpha). The interface the common trainer uses: ``kind``, ``primary_metric``, ``mode``,
+``metric_names``, ``model_kwargs()``, ``default_loss()``, ``train_dataset()``, ``validate(...)``,
+``example_input()``; segmentation tasks also offer ``create_loss(spec)`` (ignore index, levels).
+"""
 
 from __future__ import annotations
 
@@ -20,4 +27,7 @@ def available() -> list[str]:
     return TASKS.available()
 
 
-from platform.tasks import img2img  # noqa: E402,F401  (registers the built-in tasks)
+# Register the built-in tasks.
+from platform.tasks import img2img  # noqa: E402,F401
+from platform.tasks import matting  # noqa: E402,F401
+from platform.tasks import segmentation  # noqa: E402,F401
