@@ -59,8 +59,12 @@ def current_champion(client: MlflowClient, name: str):
 
 
 def register_and_maybe_promote(client: MlflowClient, name: str, model_uri: str, run_id: str, task,
-                               metric: str, mode: str) -> Promotion:
-    """Register ``model_uri`` as a new version of ``name`` and decide on the alias."""
+                               metric: str, mode: str, source_checkpoint: str | None = None) -> Promotion:
+    """Register ``model_uri`` as a new version of ``name`` and decide on the alias.
+
+    ``source_checkpoint`` (the trial checkpoint the model was made from) is stored as the
+    version's ``source_checkpoint`` tag; checkpoint retention never deletes such a folder.
+    """
     champion = current_champion(client, name)  # read before the new version exists
     try:
         client.get_registered_model(name)
@@ -93,6 +97,8 @@ def register_and_maybe_promote(client: MlflowClient, name: str, model_uri: str, 
         "promotion.champion_score": f"{champ_score:.6f}" if champ_score is not None else "none",
         "promotion.message": result.message(),
     }
+    if source_checkpoint:
+        tags["source_checkpoint"] = str(source_checkpoint)
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
     return result

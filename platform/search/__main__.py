@@ -13,8 +13,9 @@ from platform.logs import setup_logging
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m platform.search",
-        description="Run a Ray Tune search (ASHA + Optuna TPE) of the common trainer, track it in MLflow and "
-                    "promote the best model to the registry alias `champion` when it beats the current one.")
+        description="Run a Ray Tune search (ASHA + Optuna TPE by default) of the common trainer, track it in MLflow, "
+                    "promote the best model to the registry alias `champion` when it beats the current one and "
+                    "write an HTML report (python -m platform.report).")
     p.add_argument("space", help="a file in search_spaces/ without .yaml (e.g. nafnet_fewshot) or a YAML path")
     p.add_argument("--quick", action="store_true", help="apply the space's `quick` profile (small, CPU-friendly)")
     p.add_argument("--data", help="data folder (overrides task.data), or sample:<name>")
@@ -24,6 +25,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Ray storage path or URI (s3://bucket/prefix) for results and checkpoints")
     p.add_argument("--no-promote", action="store_true", help="register nothing and leave the champion alone")
     p.add_argument("--num-cpus", type=int, help="logical CPUs for a local Ray (default: max(8, cores))")
+    p.add_argument("--num-gpus", type=int, help="GPUs of a local Ray (default: detected)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="EXPERIMENT",
+                   help="continue a crashed or interrupted search: the newest one of this space under --storage, "
+                        "or the given experiment folder")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -40,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--max-trials is {args.max_trials}; give a number >= 1.")
     run_search(SearchOptions(space=args.space, quick=args.quick, data=args.data, max_trials=args.max_trials,
                              experiment=args.experiment, address=args.address, storage=args.storage,
-                             promote=not args.no_promote, num_cpus=args.num_cpus))
+                             promote=not args.no_promote, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                             resume=args.resume))
     return 0
 
 

@@ -1,9 +1,11 @@
-"""The search driver: Ray Tune (ASHA + Optuna TPE) over trials of the common trainer.
+"""The search driver: Ray Tune (ASHA + Optuna TPE by default) over trials of the common trainer.
 
 ``run_search(options)`` validates the space and the data before anything starts, connects to
 (or starts) Ray with the repository as ``working_dir``, runs the Tune search with MLflow and
-TensorBoard tracking from the driver, prints a summary of the trials and registers the best
-model, moving the ``champion`` alias only when it beats the current champion.
+TensorBoard tracking from the driver, prints a summary of the trials (with the spend and, for
+a multi-objective search, the Pareto front), registers the best model (moving the
+``champion`` alias only when it beats the current champion), prunes checkpoints and writes
+the HTML report. ``SearchOptions(resume=True)`` (``--resume``) continues a crashed search.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from platform.config import REPO_ROOT, SearchSpec, is_searchable, load_spec
+from platform.config import REPO_ROOT, SearchSpec, is_search_node, load_spec, possible_values
 from platform.errors import ConfigError
 
 log = logging.getLogger("platform.search")
@@ -33,6 +35,8 @@ class SearchOptions:
     promote: bool = True
     num_cpus: int | None = None
     overrides: dict = field(default_factory=dict)
+    resume: bool | str = False  # True: the newest experiment of this space; a str: that experiment folder
+    num_gpus: int | None = None  # GPUs of a local Ray (Ray accepts a count the machine does not have)
 
 
 @dataclass
@@ -44,6 +48,10 @@ class SearchOutcome:
     promotion: Any = None
     lpips_unavailable: str | None = None
     storage_path: str = ""
+    experiment_path: str = ""
+    spend: dict = field(default_factory=dict)
+    pareto: list[dict] = field(default_factory=list)
+    report_path: str | None = None
 
 
 # --------------------------------------------------------------------------- preparation
@@ -68,9 +76,8 @@ def preflight(spec: SearchSpec):
     spec.config["task"]["data"] = str(folder)  # workers get an absolute path
     task_cfg = dict(spec["task"])
     crop = task_cfg["crop"]
-    if is_searchable(crop):  # the largest crop the space can ask for must fit every image
-        kind, args = next(iter(crop.items()))
-        task_cfg["crop"] = int(max(args))
+    if is_search_node(crop):  # the largest crop the space can ask for must fit every image
+        task_cfg["crop"] = int(max(v for v in possible_values(crop) if isinstance(v, (int, float))))
     task = tasks.create(spec["task"]["name"], task_cfg, seed=spec["train"]["seed"])
     task.train_dataset()  # raises DataError for an image smaller than the crop
     return task
@@ -79,7 +86,7 @@ def preflight(spec: SearchSpec):
 def check_lpips(spec: SearchSpec) -> str | None:
     """If LPIPS is asked for but its trunk weights cannot be had, say so once and set λ to 0."""
     loss = spec["loss"]
-    if "lpips" not in loss:
+    if "lpips" not in loss or (isinstance(loss["lpips"], (int, float)) and loss["lpips"] == 0):
         return None
     from platform import losses
     from platform.pretrained import WeightsUnavailableError
@@ -96,10 +103,48 @@ def check_lpips(spec: SearchSpec) -> str | None:
 
 
 def storage_path(opts: SearchOptions) -> str:
-    if opts.storage:
-        s = opts.storage
+    """--storage, else $PLATFORM_STORAGE_PATH (set on every node of clusters/aws.yaml), else ./mlruns/ray_results."""
+    s = opts.storage or os.environ.get("PLATFORM_STORAGE_PATH")
+    if s:
         return s if "://" in s else str(Path(s).expanduser().resolve())
     return str((Path.cwd() / "mlruns" / "ray_results").resolve())
+
+
+def check_combination(spec: SearchSpec, model) -> None:
+    """Settings that cannot work together, said before anything starts."""
+    from trainables.fewshot import uses_torch_trainer
+
+    s = spec["search"]
+    sched, sea = s["scheduler"]["name"], s["searcher"]["name"]
+    if s["repeat"]["over"] != "none" and s["repeat"]["k"] > 1 and uses_torch_trainer(spec["resources"]):
+        raise ConfigError(f"{spec.source}: search.repeat runs k trainers inside one single-worker trial; it cannot "
+                          "be combined with resources.workers > 1 (or mode: train). Drop one of the two.")
+    if s["repeat"]["over"] != "none" and s["repeat"]["k"] < 2:
+        raise ConfigError(f"{spec.source}: search.repeat.k is {s['repeat']['k']}; give k >= 2 to average over "
+                          f"{s['repeat']['over']}s (or over: none).")
+    if s["repeat"]["over"] == "fold" and is_search_node(spec["task"].get("fold")):
+        raise ConfigError(f"{spec.source}: task.fold is searched and search.repeat averages over folds; use one.")
+    if sched in ("pbt", "bohb") and model.conditional:
+        raise ConfigError(f"{spec.source}: scheduler {sched} cannot search a conditional space (switch/optional); "
+                          "use scheduler asha or hyperband with the optuna or random searcher.")
+    if sched == "bohb" and sea != "optuna":
+        log.warning("scheduler bohb brings its own searcher (TuneBOHB); search.searcher %r is ignored", sea)
+    if s["cost"]["optimize"] and s["cost"]["metric"] == "none":
+        raise ConfigError(f"{spec.source}: search.cost.optimize is true but search.cost.metric is none; give "
+                          "params or latency.")
+    if s["cost"]["optimize"] and sched in ("pbt", "bohb"):
+        raise ConfigError(f"{spec.source}: a multi-objective search (search.cost.optimize) needs the optuna, "
+                          f"random or grid searcher, not scheduler {sched}.")
+    if sea == "grid":
+        model.grid(s["searcher"]["grid_points"])  # raises for conditional spaces
+    from platform.search.conditional import expand_points
+
+    expand_points(s["points_to_evaluate"], model, f"{spec.source}: search.points_to_evaluate")
+
+
+def trial_dirname(trial) -> str:
+    """Trial folders named by trial id (summaries and reports find trials without metrics by it)."""
+    return f"trial_{trial.trial_id}"
 
 
 def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
@@ -121,8 +166,10 @@ def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
     else:
         # On small machines give Ray more logical CPUs than cores, or Train worker groups time out.
         num_cpus = opts.num_cpus or max(8, os.cpu_count() or 1)
-        log.info("starting a local Ray with %d logical CPUs", num_cpus)
-        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=False, include_dashboard=False)
+        extra = {"num_gpus": opts.num_gpus} if opts.num_gpus is not None else {}
+        log.info("starting a local Ray with %d logical CPUs%s", num_cpus,
+                 f" and {opts.num_gpus} GPU(s)" if extra else "")
+        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=False, include_dashboard=False, **extra)
 
 
 def check_shared_storage(opts: SearchOptions, storage: str) -> None:
@@ -130,15 +177,16 @@ def check_shared_storage(opts: SearchOptions, storage: str) -> None:
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) <= 1 or "://" in storage:
-        return
-    if opts.storage is None:
+    hosts = {n.get("NodeManagerAddress") for n in nodes}
+    if len(hosts) <= 1 or "://" in storage:
+        return  # one machine (several raylets on one host share its disk) or a URI every node reaches
+    if not (opts.storage or os.environ.get("PLATFORM_STORAGE_PATH")):
         raise ConfigError(
-            f"the Ray cluster has {len(nodes)} nodes but results would go to the local folder {storage}, which "
+            f"the Ray cluster has {len(hosts)} machines but results would go to the local folder {storage}, which "
             "the other nodes cannot reach. Give --storage s3://BUCKET/PREFIX (or a path on a filesystem that "
             "every node mounts, e.g. --storage /mnt/shared/ray_results).")
-    log.warning("storage %s is a local path on a %d-node cluster: it must be a filesystem every node mounts",
-                storage, len(nodes))
+    log.warning("storage %s is a local path on a %d-machine cluster: it must be a filesystem every node mounts",
+                storage, len(hosts))
 
 
 # --------------------------------------------------------------------------- progress
@@ -202,32 +250,40 @@ def _fmt(seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------- summary
-def summarise(results, callback, spec: SearchSpec) -> list[dict]:
-    from platform.search.space import searched_keys
+def summarise(results, callback, spec: SearchSpec, model=None, budget=None) -> list[dict]:
+    from platform.search.conditional import SpaceModel
+    from platform.search.space import cost_metric
 
     metric, mode = spec["search"]["metric"], spec["search"]["mode"]
-    keys = []
-    for section in ("model", "loss", "optimizer", "schedule", "task", "train"):
-        keys += [f"{section}.{k}" for k in searched_keys(spec[section])]
+    cost = cost_metric(spec)
+    keys = (model or SpaceModel.from_spec(spec)).searched_paths()
     rows = []
     for res in results:
         cfg = res.config or {}
-        trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name
+        name = Path(res.path).name
+        trial_id = (res.metrics or {}).get("trial_id") or (name[len("trial_"):] if name.startswith("trial_") else name)
         df = res.metrics_dataframe
-        best_val = best_ssim = None
+        best_val = best_ssim = best_cost = None
         epochs = 0
         if df is not None and len(df) and metric in df:
             col = df[metric].dropna()
+            col = col[col.apply(lambda v: v == v and abs(v) != float("inf"))]
             if len(col):
                 idx = col.idxmax() if mode == "max" else col.idxmin()
                 best_val = float(df.loc[idx, metric])
                 best_ssim = float(df.loc[idx, "val_ssim"]) if "val_ssim" in df else None
+                best_cost = float(df.loc[idx, cost]) if cost and cost in df else None
+        if df is not None and len(df):
             epochs = int(df["epoch"].max()) if "epoch" in df else len(df)
         reason = callback.stop_reasons.get(trial_id)
         if reason is None:
-            reason = f"error: {res.error}" if res.error else "unknown"
+            reason = f"failed (exception): {res.error}" if res.error else "unknown"
         row = {"trial": trial_id, "epochs": epochs, "stop": reason, metric: best_val, "val_ssim": best_ssim,
                "run_id": callback.run_ids.get(trial_id), "result": res}
+        if cost:
+            row[cost] = best_cost
+        if budget is not None and trial_id in budget.trials:
+            row["spend_usd"] = budget.trials[trial_id].usd
         for k in keys:
             node: Any = cfg
             for part in k.split("."):
@@ -238,10 +294,25 @@ def summarise(results, callback, spec: SearchSpec) -> list[dict]:
     return rows
 
 
+def pareto_front(rows: list[dict], metric: str, mode: str, cost: str) -> list[dict]:
+    """Rows not dominated in (metric, lower cost)."""
+    pts = [r for r in rows if r.get(metric) is not None and r.get(cost) is not None]
+    sign = 1 if mode == "max" else -1
+    front = []
+    for r in pts:
+        q, c = sign * r[metric], r[cost]
+        dominated = any((sign * o[metric] >= q and o[cost] <= c) and (sign * o[metric] > q or o[cost] < c)
+                        for o in pts if o is not r)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: r[cost])
+
+
 def format_table(rows: list[dict], metric: str) -> str:
     if not rows:
         return "(no trials)"
-    cols = ["trial"] + [k for k in rows[0] if "." in k] + ["epochs", metric, "val_ssim", "stop"]
+    extra = [k for k in ("cost_params_m", "cost_latency_ms", "spend_usd") if any(k in r for r in rows)]
+    cols = ["trial"] + [k for k in rows[0] if "." in k] + ["epochs", metric, "val_ssim"] + extra + ["stop"]
 
     def cell(v):
         if isinstance(v, float):
@@ -261,6 +332,8 @@ def best_checkpoint(row: dict, metric: str, mode: str) -> str | None:
     best = None
     for ckpt, metrics in (res.best_checkpoints or []):
         v = metrics.get(metric)
+        if "://" not in ckpt.path and not Path(ckpt.path).is_dir():
+            continue  # pruned by the retention policy
         if v is not None and (best is None or (v > best[0] if mode == "max" else v < best[0])):
             best = (v, ckpt.path)
     df = res.metrics_dataframe
@@ -279,8 +352,12 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
 
     quiet_third_party()
     spec = prepare_spec(opts)  # validate everything cheap before importing the heavy stack
+    from platform.search.conditional import SpaceModel
+
+    check_combination(spec, SpaceModel.from_spec(spec))
     task = preflight(spec)
     lpips_reason = check_lpips(spec)
+    space_model = SpaceModel.from_spec(spec)  # after check_lpips, which may pin λ(lpips) to 0
 
     import mlflow
     import ray
@@ -288,64 +365,144 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
 
     from platform import pyfunc, tracking
     from platform.champion import register_and_maybe_promote
-    from platform.search.space import make_scheduler, make_searcher, param_space
+    from platform.search import resume as resume_lib
+    from platform.search.budget import BudgetStopper, BudgetTracker, rung_milestones
+    from platform.search.packing import TrialResources
+    from platform.search.retention import protected_checkpoints, sweep
+    from platform.search.space import cost_metric, make_scheduler, make_searcher, num_samples, tuner_param_space
     s = spec["search"]
     metric, mode = s["metric"], s["mode"]
     storage = storage_path(opts)
-
     client, exp_id = tracking.setup_mlflow(spec.name)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_name = f"{spec.name}-{stamp}"
-    parent = client.create_run(exp_id, run_name=run_name, tags={"search_space": str(spec.source),
-                                                                   "quick": str(opts.quick)})
-    parent_id = parent.info.run_id
-    client.log_text(parent_id, spec.source.read_text(), "search_space.yaml")
-    client.log_dict(parent_id, spec.config, "resolved_spec.json")
-    for k, v in {"metric": metric, "mode": mode, "num_trials": s["num_trials"], "scheduler": s["scheduler"]["name"],
-                 "searcher": s["searcher"]["name"], "epochs": spec["train"]["epochs"], "seed": spec["train"]["seed"],
-                 "data": spec["task"]["data"]}.items():
-        client.log_param(parent_id, k, str(v))
+
+    run_ids: dict[str, str] = {}
+    logged_steps: dict[str, int] = {}
+    if opts.resume:
+        exp_path = resume_lib.find_experiment(storage, spec.name, opts.resume if isinstance(opts.resume, str) else None)
+        run_name = Path(exp_path).name
+        storage = exp_path.rsplit("/", 1)[0] if "://" in exp_path else str(Path(exp_path).parent)
+        parent = resume_lib.find_parent_run(client, exp_id, exp_path)
+        if parent is not None and parent.info.status == "FINISHED":
+            raise ConfigError(f"the search in {exp_path} already finished (MLflow run {parent.info.run_id}); "
+                              "start a new search instead of --resume.")
+        if parent is None:
+            log.warning("no MLflow parent run found for %s; starting a new one", exp_path)
+    else:
+        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        exp_path = f"{storage.rstrip('/')}/{run_name}" if "://" in storage else str(Path(storage) / run_name)
+        n = 2
+        while "://" not in exp_path and Path(exp_path).exists():
+            exp_path = str(Path(storage) / f"{run_name}-{n}")
+            n += 1
+        run_name = Path(exp_path).name
+        parent = None
+    if parent is None:
+        parent = client.create_run(exp_id, run_name=run_name, tags={
+            "search_space": str(spec.source), "quick": str(opts.quick), resume_lib.EXPERIMENT_TAG: exp_path})
+        parent_id = parent.info.run_id
+        client.log_text(parent_id, spec.source.read_text(), "search_space.yaml")
+        client.log_dict(parent_id, spec.config, "resolved_spec.json")
+        sch = s["scheduler"]
+        for k, v in {"metric": metric, "mode": mode, "num_trials": s["num_trials"], "scheduler": sch["name"],
+                     "searcher": s["searcher"]["name"], "epochs": spec["train"]["epochs"],
+                     "seed": spec["train"]["seed"], "data": spec["task"]["data"], "grace_period": sch["grace_period"],
+                     "reduction_factor": sch["reduction_factor"], "max_t": sch["max_t"],
+                     "repeat": f"{s['repeat']['over']} x{s['repeat']['k']}", "cost": s["cost"]["metric"],
+                     "budget_usd": s["budget"]["usd"]}.items():
+            client.log_param(parent_id, k, str(v))
+    else:
+        parent_id = parent.info.run_id
+        client.update_run(parent_id, status="RUNNING")
+        client.set_tag(parent_id, "resumed", time.strftime("%Y-%m-%d %H:%M:%S"))
+        run_ids, logged_steps = resume_lib.reconcile_children(client, exp_id, parent_id, exp_path, metric)
+        log.info("resuming %s: MLflow parent run %s, %d trial run(s) to continue", exp_path, parent_id, len(run_ids))
     if lpips_reason:
         client.set_tag(parent_id, "lpips_unavailable", lpips_reason[:5000])
-    tb_dir = Path("mlruns") / "tensorboard" / run_name
+    tb_dir = Path(os.environ.get("PLATFORM_TENSORBOARD_DIR") or Path("mlruns") / "tensorboard") / run_name
 
     env_vars = {k: os.environ[k] for k in ("PLATFORM_PRETRAINED_DIR", "PLATFORM_DATA_DIR") if k in os.environ}
     env_vars.setdefault("PLATFORM_DATA_DIR", str(Path(".cache/data").resolve()))
     env_vars.setdefault("PLATFORM_PRETRAINED_DIR", str(Path(".cache/pretrained").resolve()))
     init_ray(opts, env_vars)
     check_shared_storage(opts, storage)
+    # Save Tune's experiment state (trials, searcher, callbacks) every few seconds rather than Tune's
+    # adaptive >= 10 s: after a crash, --resume loses at most that much bookkeeping.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
 
     from trainables.fewshot import run_trial, uses_torch_trainer
 
     res = spec["resources"]
-    if uses_torch_trainer(res):
-        trial_resources = {"cpu": 0.1}  # the trial only drives a TorchTrainer, whose workers ask for their own
+    keep_best = int(s["checkpoints"]["keep_best"])
+    run_info = {"storage_path": storage, "metric": metric, "mode": mode, "keep_checkpoints": keep_best,
+                "search": spec.name, "parent_run_id": parent_id, "repeat": dict(s["repeat"]),
+                "cost": s["cost"]["metric"], "latency_size": s["cost"]["latency_size"]}
+    budget = BudgetTracker.from_spec(exp_path, spec)
+    packer = TrialResources(exp_path, dict(res), dict(task.model_kwargs()), torch_trainer=uses_torch_trainer(res))
+    sch = s["scheduler"]
+    milestones = rung_milestones(sch["grace_period"], sch["reduction_factor"], sch["max_t"]) \
+        if sch["name"] in ("asha", "hyperband", "bohb") else []
+    protected = protected_checkpoints(client, spec.name)
+    callback = tracking.MLflowSearchCallback(
+        client, exp_id, parent_id, tb_dir, spec["train"]["epochs"], metric, mode, existing=run_ids,
+        search=spec.name, experiment_path=exp_path if "://" not in exp_path else None, budget_key=exp_path,
+        packer_key=exp_path, milestones=milestones, keep_best=keep_best, protected=protected,
+        logged_steps=logged_steps)
+    total = num_samples(spec, space_model)
+    progress = ProgressReporter(total, metric, mode, s["max_concurrent"])
+    searcher = make_searcher(spec, space_model, budget_key=exp_path)
+    scheduler = make_scheduler(spec, space_model)
+    b = s["budget"]
+    stopper = BudgetStopper(exp_path) if (b["usd"] is not None or b["time_s"] is not None) else None
+    trainable = tune.with_resources(run_trial, packer)
+    callbacks = [callback, progress.callback]
+    if opts.resume:
+        tuner = resume_lib.restore_tuner(exp_path, trainable, callbacks=callbacks, stopper=stopper,
+                                         search_alg=searcher, scheduler=scheduler)
     else:
-        trial_resources = {"cpu": float(res["cpus_per_worker"]), "gpu": float(res["gpus_per_worker"])}
-    run_info = {"storage_path": storage, "metric": metric, "mode": mode, "keep_checkpoints": 2,
-                "search": spec.name, "parent_run_id": parent_id}
-    callback = tracking.MLflowSearchCallback(client, exp_id, parent_id, tb_dir, spec["train"]["epochs"], metric, mode)
-    progress = ProgressReporter(s["num_trials"], metric, mode, s["max_concurrent"])
-    tuner = tune.Tuner(
-        tune.with_resources(run_trial, trial_resources),
-        param_space=param_space(spec, run_info),
-        tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=s["num_trials"],
-                                    search_alg=make_searcher(spec), scheduler=make_scheduler(spec),
-                                    max_concurrent_trials=s["max_concurrent"]),
-        run_config=tune.RunConfig(
-            name=run_name, storage_path=storage, callbacks=[callback, progress.callback], verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
-                                                    checkpoint_score_order=mode)),
-    )
-    log.info("search %r: %d trials of up to %d epochs, %s + %s, storage %s, MLflow %s (parent run %s)",
-             spec.name, s["num_trials"], spec["train"]["epochs"], s["scheduler"]["name"], s["searcher"]["name"],
-             storage, tracking.tracking_uri(), parent_id)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=tuner_param_space(spec, run_info, space_model),
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=total, search_alg=searcher,
+                                        scheduler=scheduler,
+                                        # Searchers come wrapped in a ConcurrencyLimiter already; a second one
+                                        # (Tune's) would shadow it in the saved searcher state of --resume.
+                                        max_concurrent_trials=s["max_concurrent"] if searcher is None else None,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=run_name, storage_path=storage, callbacks=callbacks, stop=stopper, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),  # a NaN/OOM trial would fail the same way again
+                # Retention is done by the tracking callback (best N + latest, registry-protected).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None, checkpoint_score_attribute=metric,
+                                                        checkpoint_score_order=mode)),
+        )
+    log.info("search %r: %d trials of up to %d epochs, %s + %s, experiment %s, MLflow %s (parent run %s)",
+             spec.name, total, spec["train"]["epochs"], sch["name"],
+             {"bohb": "tunebohb", "pbt": "random population"}.get(sch["name"], s["searcher"]["name"]), exp_path,
+             tracking.tracking_uri(),
+             parent_id)
     status = "FAILED"
     try:
         results = tuner.fit()
-        rows = summarise(results, callback, spec)
+        budget.pause_all()
+        rows = summarise(results, callback, spec, space_model, budget)
+        spend = budget.summary()
+        outcome = SearchOutcome(spec, parent_id, rows, None, lpips_unavailable=lpips_reason, storage_path=storage,
+                                experiment_path=exp_path, spend=spend)
         log.info("trials of %s:\n%s", spec.name, format_table(rows, metric))
-        outcome = SearchOutcome(spec, parent_id, rows, None, lpips_unavailable=lpips_reason, storage_path=storage)
+        log.info("spend: $%.4f (%.4f GPU-hours, %.4f CPU-hours, %.0f s)%s", spend["spend_usd"], spend["gpu_hours"],
+                 spend["cpu_hours"], spend["search_time_s"],
+                 f"; {budget.exhausted_reason}" if budget.exhausted_reason else "")
+        client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+                                             for k, v in spend.items()])
+        if budget.exhausted_reason:
+            client.set_tag(parent_id, "budget_exhausted", budget.exhausted_reason)
+        client.set_tag(parent_id, "trials", str(len(rows)))
+        cost = cost_metric(spec)
+        if cost:
+            outcome.pareto = pareto_front(rows, metric, mode, cost)
+            client.set_tag(parent_id, "pareto_trials", ",".join(r["trial"] for r in outcome.pareto))
+            log.info("Pareto front (%s vs %s): %s", metric, cost,
+                     ", ".join(f"{r['trial']} ({r[metric]:.3f}, {r[cost]:.3g})" for r in outcome.pareto))
         ok = [r for r in rows if r[metric] is not None]
         if not ok:
             raise ConfigError(f"no trial of {spec.name} produced {metric}; see the trial errors above and the "
@@ -359,13 +516,40 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         model_uri = pyfunc.log_model(ckpt, best["run_id"] or parent_id, sample=task.example_input())
         if opts.promote:
             outcome.promotion = register_and_maybe_promote(client, spec.name, model_uri, best["run_id"] or parent_id,
-                                                           task, metric, mode)
+                                                           task, metric, mode, source_checkpoint=ckpt)
             log.info("%s", outcome.promotion.message())
             client.set_tag(parent_id, "promotion", outcome.promotion.message())
+            protected.add(str(Path(ckpt).resolve()) if "://" not in ckpt else ckpt)
+        if "://" not in exp_path:
+            removed = sweep(exp_path, metric, mode, keep_best, protected)
+            for train_dir in Path(storage).glob(f"{run_name}-train-*"):
+                removed.update(sweep(train_dir, metric, mode, keep_best, protected))
+            if removed:
+                log.info("retention: removed %d checkpoint(s)", sum(len(v) for v in removed.values()))
+        if s["report"]:
+            outcome.report_path = write_report(parent_id, client)
         status = "FINISHED"
         return outcome
+    except KeyboardInterrupt:
+        status = "KILLED"  # resumable with --resume
+        raise
     finally:
+        budget.pause_all()
         client.set_terminated(parent_id, status=status)
         mlflow.end_run()
         if not opts.address and ray.is_initialized() and not os.environ.get("PLATFORM_KEEP_RAY"):
             ray.shutdown()
+
+
+def write_report(parent_id: str, client) -> str | None:
+    """The HTML report of a search, logged to its MLflow parent run (a failure is only logged)."""
+    try:
+        from platform.report import build_report
+
+        path = build_report(parent_id, client=client)
+        client.log_artifact(parent_id, str(path), artifact_path="report")
+        log.info("report: %s (also in MLflow run %s under report/)", path, parent_id)
+        return str(path)
+    except Exception:  # the search's results stand without the report
+        log.warning("could not write the search report", exc_info=True)
+        return None

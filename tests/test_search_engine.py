@@ -1,0 +1,226 @@
+"""The search engine on a local Ray: failures, budget, GPU packing, crash + resume.
+
+One Ray instance serves the module (with a fake GPU: Ray accepts ``num_gpus=1`` on a machine
+without one; the trials never touch CUDA), so each search pays Ray's start-up once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from platform.search import SearchOptions, run_search
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+
+TINY = {
+    "task": {"crop": 48, "crops_per_epoch": 32, "batch_size": 4, "val_max_side": 192},
+    "model": {"options": {"width": 8}},
+    "loss": {"l1": 1.0, "lpips": 0.0, "laplacian": 0.0, "ssim": 0.0},
+    "optimizer": {"lr": {"loguniform": [3.0e-4, 3.0e-3]}},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    import ray
+
+    from platform.search.driver import init_ray
+
+    os.environ["PLATFORM_KEEP_RAY"] = "1"
+    env = {"PLATFORM_DATA_DIR": os.environ["PLATFORM_DATA_DIR"],
+           "PLATFORM_PRETRAINED_DIR": str(REPO / ".cache" / "pretrained")}
+    init_ray(SearchOptions("nafnet_fewshot", num_gpus=1), env)
+    yield
+    os.environ.pop("PLATFORM_KEEP_RAY", None)
+    ray.shutdown()
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    from platform.tracking import tracking_uri
+
+    return MlflowClient(tracking_uri())
+
+
+def _children(client, parent_id: str) -> list:
+    exp = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def test_failures_stay_in_their_trial_retention_and_report(tmp_cwd):
+    """A NaN-producing config and an exception fail only their own trial, with their reasons;
+    the good trial keeps at most best-1 + latest checkpoints; the report is written and logged."""
+    overrides = {
+        **TINY,
+        "task": {**TINY["task"], "batch_size": {"choice": [4, 64]}},  # 64 > 32 crops: the trainer raises
+        "optimizer": {"lr": {"choice": [1.0e-3, 1.0e6]}},  # 1e6 diverges to NaN in the first epoch
+        "train": {"epochs": 3, "image_every": 1},
+        "search": {"max_concurrent": 1, "scheduler": {"name": "fifo"}, "checkpoints": {"keep_best": 1},
+                   "cost": {"metric": "params"},
+                   "points_to_evaluate": [{"optimizer.lr": 1.0e6, "task.batch_size": 4},
+                                          {"optimizer.lr": 1.0e-3, "task.batch_size": 64},
+                                          {"optimizer.lr": 1.0e-3, "task.batch_size": 4}]},
+    }
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=3, overrides=overrides, promote=False))
+    by_stop = {r["stop"].split(":")[0]: r for r in out.rows}
+    assert set(by_stop) == {"completed", "failed (nan-loss)", "failed (exception)"}, [r["stop"] for r in out.rows]
+    assert "training loss became nan at epoch 1" in by_stop["failed (nan-loss)"]["stop"]
+    assert "ValueError" in by_stop["failed (exception)"]["stop"] and "crops_per_epoch" in by_stop[
+        "failed (exception)"]["stop"]
+    good = by_stop["completed"]
+    assert good["epochs"] == 3 and good["val_psnr"] > 15 and good["cost_params_m"] > 0
+
+    # Retention: best 1 + the latest, on disk.
+    trial_dir = Path(out.experiment_path) / f"trial_{good['trial']}"
+    ckpts = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+    df = good["result"].metrics_dataframe
+    best_idx = int(df["val_psnr"].idxmax())
+    assert 1 <= len(ckpts) <= 2 and f"checkpoint_{len(df) - 1:06d}" in ckpts and f"checkpoint_{best_idx:06d}" in ckpts
+
+    client = _client()
+    kids = _children(client, out.parent_run_id)
+    assert sorted(k.data.tags["stop_reason"].split(":")[0] for k in kids) == sorted(by_stop)
+    assert {k.info.status for k in kids} == {"FINISHED", "FAILED"}
+    parent = client.get_run(out.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["cpu_hours"] > 0
+
+    # The report: written, self-contained, logged to the parent run.
+    page = Path(out.report_path).read_text()
+    assert page.count("data:image/png;base64,") >= 4  # history, curves, Pareto, validation grid (+ more)
+    assert "failed (nan-loss)" in page and "Pareto front" in page and "http" not in page.split("<body>")[1]
+    assert [a.path for a in client.list_artifacts(out.parent_run_id, "report")]
+
+
+def test_dollar_budget_stops_new_trials_at_the_limit(tmp_cwd):
+    """$36 per CPU-hour and a $0.01 budget: one CPU-second. The first trial passes the budget,
+    no further trial is launched, and the running one stops at the end of its rung."""
+    overrides = {**TINY, "train": {"epochs": 3, "image_every": 3},
+                 "search": {"max_concurrent": 1, "scheduler": {"name": "asha", "grace_period": 1,
+                                                               "reduction_factor": 2},
+                            "budget": {"usd": 0.01, "price_per_cpu_hour": 36.0}, "report": False}}
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=overrides, promote=False))
+    assert len(out.rows) == 1
+    row = out.rows[0]
+    assert row["stop"].startswith("stopped by budget at epoch 1 (end of rung 1)"), row["stop"]
+    assert row["epochs"] == 1
+    assert out.spend["spend_usd"] >= 0.01
+    parent = _client().get_run(out.parent_run_id)
+    assert parent.data.metrics["spend_usd"] == pytest.approx(out.spend["spend_usd"])
+    assert "dollar budget spent" in parent.data.tags["budget_exhausted"]
+
+
+def test_four_trials_share_one_fake_gpu(tmp_cwd):
+    """gpus_per_worker 0.25 on one (fake) GPU: four trials run at the same time."""
+    overrides = {**TINY, "train": {"epochs": 1, "image_every": 1},
+                 "resources": {"gpus_per_worker": 0.25, "cpus_per_worker": 1, "gpu_memory_gb": 16},
+                 "search": {"max_concurrent": 4, "scheduler": {"name": "fifo"}, "report": False}}
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=overrides, promote=False))
+    assert len(out.rows) == 4 and all(r["stop"] == "completed" for r in out.rows)
+    kids = _children(_client(), out.parent_run_id)
+    assert len(kids) == 4 and {k.data.tags["resources.gpu"] for k in kids} == {"0.25"}
+    # every trial started before any trial ended: all four held their quarter GPU at once
+    assert max(k.info.start_time for k in kids) < min(k.info.end_time for k in kids)
+
+
+def _tune_state(storage: Path) -> dict[str, tuple[str, int]]:
+    """{trial_id: (status, epochs)} in Tune's newest saved experiment state (what a resume sees)."""
+    files = sorted(storage.glob("*/experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return {}
+    try:
+        state = json.loads(files[-1].read_text())
+        out = {}
+        for trial_json, meta_json in state["trial_data"]:
+            trial, meta = json.loads(trial_json), json.loads(meta_json)
+            last = meta.get("last_result") or {}
+            last = json.loads(last) if isinstance(last, str) else last
+            out[trial["trial_id"]] = (trial["status"], int(last.get("training_iteration", 0) or 0))
+        return out
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # caught mid-write
+
+
+def _kill_when_saved_mid_trial(storage: Path, proc: subprocess.Popen, epochs: int, timeout: float = 420.0):
+    """SIGKILL the driver as soon as Tune's saved state holds a finished trial and a running one
+    with at least one checkpointed epoch; returns that state."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"the driver exited before it could be killed (rc {proc.returncode})")
+            state = _tune_state(storage)
+            done = [t for t, (st, _) in state.items() if st == "TERMINATED"]
+            running = [t for t, (st, ep) in state.items() if st == "RUNNING" and 1 <= ep < epochs]
+            if done and running:
+                os.killpg(proc.pid, signal.SIGKILL)
+                return state
+            time.sleep(0.2)
+        raise AssertionError("the search never reached a finished + a running trial")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_resume_after_the_driver_is_killed(tmp_cwd):
+    """SIGKILL the driver mid-search, then --resume: every trial exactly once, one parent run,
+    the finished trial not re-run, the running one resumed from its checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    storage = tmp_cwd / "ray"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PLATFORM_KEEP_RAY": ""}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "platform.search", str(DATA / "search_resume.yaml"), "--no-promote",
+           "--storage", str(storage), "--num-cpus", "4"]
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "1"  # save Tune's state often: the kill below waits for a save mid-trial
+    with open(tmp_cwd / "driver.log", "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=tmp_cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        state = _kill_when_saved_mid_trial(storage, proc, epochs=4)
+    finished_before = {t for t, (st, _) in state.items() if st == "TERMINATED"}
+    running_before = {t for t, (st, ep) in state.items() if st == "RUNNING" and ep >= 1}
+
+    from platform.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri())  # the subprocess's store (this test's directory)
+    exp = client.get_experiment_by_name("search_resume")
+    parents = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "RUNNING"  # killed: never closed
+    before = {k.data.tags["trial_id"]: k.info.run_id for k in _children(client, parents[0].info.run_id)}
+    first_run_ids = {t: before[t] for t in finished_before}
+
+    out = run_search(SearchOptions(str(DATA / "search_resume.yaml"), resume=True, storage=str(storage),
+                                   promote=False))
+    assert out.parent_run_id == parents[0].info.run_id
+    trials = [r["trial"] for r in out.rows]
+    assert len(trials) == 3 == len(set(trials)) and all(r["stop"] == "completed" for r in out.rows)
+    assert finished_before <= set(trials)
+
+    parents = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    kids = _children(client, out.parent_run_id)
+    assert sorted(k.data.tags["trial_id"] for k in kids) == sorted(trials)
+    for k in kids:  # each epoch logged once, whatever was re-run after the resume
+        assert [m.step for m in client.get_metric_history(k.info.run_id, "val_psnr")] == [1, 2, 3, 4]
+    for t, rid in first_run_ids.items():  # the finished trial kept its run and was not run again
+        assert {k.data.tags["trial_id"]: k.info.run_id for k in kids}[t] == rid
+        lines = (Path(out.experiment_path) / f"trial_{t}" / "result.json").read_text().splitlines()
+        assert len(lines) == 4
+    # the trial that was running resumed from its checkpoint instead of starting over
+    assert running_before and running_before <= set(trials)
+    for t in running_before:
+        results = [json.loads(x) for x in (Path(out.experiment_path) / f"trial_{t}" / "result.json")
+                   .read_text().splitlines()]
+        assert any(r["iterations_since_restore"] < r["training_iteration"] for r in results), results
