@@ -7,6 +7,13 @@ leaf is either a literal or a *searchable* value written as a one-key mapping::
     size: {choice: [small, base]}
     l1: {uniform: [0.5, 1.0]}
 
+Conditional values (the search helper's syntax, resolved by :mod:`platform.search.conditional`
+into an Optuna define-by-run space)::
+
+    size: {switch: model.architecture, cases: {nafnet: {choice: [small, base]},
+                                                convnext_unet: {choice: [nano, tiny]}}}
+    lpips: {optional: {uniform: [0.05, 0.5]}}      # searched on/off; its λ only when on (off: 0)
+
 Validation is done by hand (rather than with a schema library) so that each message names
 the file, the dotted key, the bad value and the allowed values in one sentence.
 """
@@ -156,6 +163,8 @@ SCHEMA: dict[str, Any] = {
         "epochs": Field((int,), default=20, searchable=False, check=_positive),
         "precision": Field((str,), default="auto", allowed=("auto", "fp32", "bf16", "fp16")),
         "channels_last": Field((str, bool), default="auto"),
+        "compile": Field((bool,), default=False, searchable=False,
+                         doc="torch.compile the model (CUDA; compile time is reported separately)"),
         "seed": Field((int,), default=0, searchable=False),
         "image_every": Field((int,), default=5, searchable=False, check=_positive,
                              doc="log validation image grids every N epochs (and at the last)"),
@@ -252,10 +261,50 @@ def is_searchable(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
 
 
+def is_conditional(value: Any) -> bool:
+    """``{switch: KEY, cases: {...}[, default: ...]}`` or ``{optional: VALUE[, off: 0]}``."""
+    if not isinstance(value, dict):
+        return False
+    if "switch" in value and "cases" in value and set(value) <= {"switch", "cases", "default"}:
+        return True
+    return "optional" in value and set(value) <= {"optional", "off"}
+
+
+def is_search_node(value: Any) -> bool:
+    """A searchable leaf or a conditional node (anything a searcher resolves)."""
+    return is_searchable(value) or is_conditional(value)
+
+
+def possible_values(node: Any) -> list[Any]:
+    """Every literal a (possibly searched or conditional) node can take; ranges give their bounds."""
+    if is_searchable(node):
+        kind, args = next(iter(node.items()))
+        return list(args)
+    if is_conditional(node):
+        if "switch" in node:
+            out = []
+            for v in list((node.get("cases") or {}).values()) + ([node["default"]] if "default" in node else []):
+                out.extend(possible_values(v))
+            return out
+        return possible_values(node["optional"]) + [node.get("off", 0.0)]
+    return [node]
+
+
+def get_path(cfg: dict, dotted: str) -> Any:
+    """``cfg["a"]["b"]`` for ``"a.b"``; raises KeyError when absent."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not is_searchable(value):
+        if (isinstance(value, dict) and isinstance(out.get(key), dict) and not is_search_node(value)
+                and not is_search_node(out[key])):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -313,6 +362,39 @@ class _Validator:
             if value_check:
                 value_check(key, bound)
 
+    def check_node(self, key: str, node: Any, field: Field | None, value_check=None):
+        """A literal, a distribution or a conditional (as a field value or a case of a switch)."""
+        if is_conditional(node):
+            self.check_conditional(key, node, field, value_check)
+        elif is_searchable(node):
+            self.check_distribution(key, node, field, value_check)
+        elif isinstance(node, dict) and (field is None or dict in field.types):
+            return  # a nested mapping (e.g. model.options for one architecture); its leaves are free
+        else:
+            if field is not None:
+                self.check_value(key, field, node)
+            if value_check:
+                value_check(key, node)
+
+    def check_conditional(self, key: str, node: dict, field: Field | None, value_check=None):
+        if field is not None and not field.searchable and dict not in field.types:
+            self.fail(key, "cannot be searched or made conditional; give a single value.")
+        if "optional" in node:
+            self.check_node(key, node["optional"], field, value_check)
+            if "off" in node:
+                self.check_node(f"{key}.off", node["off"], field, value_check)
+            return
+        ref, cases = node["switch"], node["cases"]
+        if not isinstance(ref, str) or not ref:
+            self.fail(key, f"{{switch: ...}} needs the dotted key it depends on (e.g. model.architecture), got {ref!r}.")
+        if not isinstance(cases, dict) or not cases:
+            self.fail(key, "{switch: ..., cases: ...} needs a non-empty mapping of cases, e.g. "
+                      "{nafnet: {choice: [small, base]}, convnext_unet: {choice: [nano, tiny]}}.")
+        for case, value in cases.items():
+            self.check_node(f"{key}[{case}]", value, field, value_check)
+        if "default" in node:
+            self.check_node(f"{key}[default]", node["default"], field, value_check)
+
     def walk(self, data: dict, schema: dict, prefix: str = "", partial: bool = False) -> dict:
         if not isinstance(data, dict):
             self.fail(prefix.rstrip(".") or "<root>", f"must be a mapping, got {type(data).__name__}.")
@@ -336,7 +418,9 @@ class _Validator:
                     if not partial:
                         out[key] = copy.deepcopy(spec.default)
                     continue
-                if is_searchable(value):
+                if is_conditional(value):
+                    self.check_conditional(dotted, value, spec)
+                elif is_searchable(value):
                     self.check_distribution(dotted, value, spec)
                 else:
                     self.check_value(dotted, spec, value)
@@ -360,12 +444,12 @@ class _Validator:
             if name not in LOSSES:
                 self.fail(key, f"is {name!r}, an unknown loss component. "
                           + LOSSES.unknown_message(name).split(". ", 1)[-1])
-            if is_searchable(value):
-                self.check_distribution(key, value, None, weight_check)
+            if is_search_node(value):
+                self.check_node(key, value, None, weight_check)
             elif isinstance(value, dict):
                 w = value.get("weight", 1.0)
-                if is_searchable(w):
-                    self.check_distribution(key + ".weight", w, None, weight_check)
+                if is_search_node(w):
+                    self.check_node(key + ".weight", w, None, weight_check)
                 else:
                     weight_check(key + ".weight", w)
             else:
@@ -383,13 +467,23 @@ def _check_names(cfg: dict, source: str) -> None:
         v.fail("task.name", f"is {cfg['task']['name']!r}, an unknown task. "
                + TASKS.unknown_message(cfg["task"]["name"]).split(". ", 1)[-1])
     arch = cfg["model"]["architecture"]
-    archs = arch["choice"] if is_searchable(arch) else [arch]
+    archs = list(dict.fromkeys(possible_values(arch)))
     for a in archs:
         if a not in MODELS:
             v.fail("model.architecture", f"is {a!r}, an unknown architecture. "
                    + MODELS.unknown_message(a).split(". ", 1)[-1])
     size = cfg["model"]["size"]
-    sizes = size["choice"] if is_searchable(size) else [size]
+    if is_conditional(size) and size.get("switch") == "model.architecture":
+        # A size per architecture: every case must be a size of its own architecture.
+        for a, case in size["cases"].items():
+            known = tuple(MODELS.meta(a).get("sizes", ())) if a in MODELS else ()
+            for s in possible_values(case):
+                if s is not None and known and s not in known:
+                    v.fail(f"model.size[{a}]", f"is {s!r}; architecture {a!r} has sizes: {', '.join(known)}.")
+                if s is not None and not known and a in MODELS:
+                    v.fail(f"model.size[{a}]", f"is {s!r}; architecture {a!r} has no named sizes (use null).")
+        return
+    sizes = possible_values(size)
     for a in archs:
         known = tuple(MODELS.meta(a).get("sizes", ()))
         for s in sizes:
@@ -455,4 +549,47 @@ def load_spec(space: str | Path, quick: bool = False, overrides: dict | None = N
     if not cfg["loss"]:
         validator.fail("loss", "is empty; give at least one component with a weight, e.g. {l1: 1.0}.")
     _check_names(cfg, str(path))
+    _check_switches(cfg, str(path))
     return SearchSpec(config=cfg, source=path)
+
+
+def _walk_nodes(node: Any, prefix: str = ""):
+    """(dotted key, node) for every conditional node, cases included."""
+    if is_conditional(node):
+        yield prefix, node
+        children = list(node["cases"].items()) if "switch" in node else [("", node["optional"])]
+        if "default" in node:
+            children.append(("default", node["default"]))
+        for _, child in children:
+            yield from _walk_nodes(child, prefix)
+    elif isinstance(node, dict) and not is_searchable(node):
+        for k, v in node.items():
+            yield from _walk_nodes(v, f"{prefix}.{k}" if prefix else str(k))
+
+
+def _check_switches(cfg: dict, source: str) -> None:
+    """Every ``switch`` names an existing, non-conditional key and covers each of its values."""
+    v = _Validator(source)
+    sections = {k: cfg[k] for k in ("task", "model", "loss", "optimizer", "schedule", "train")}
+    for key, node in _walk_nodes(sections):
+        if "switch" not in node:
+            continue
+        ref = node["switch"]
+        try:
+            target = get_path(sections, ref)
+        except KeyError:
+            v.fail(key, f"switches on {ref!r}, which is not a key of this file (e.g. model.architecture).")
+        if ref == key or key.startswith(ref + "."):
+            v.fail(key, f"switches on {ref!r}, which contains it.")
+        if is_conditional(target) and "switch" in target:
+            v.fail(key, f"switches on {ref!r}, which is itself a switch; switch on a plain or {{choice: ...}} key.")
+        if is_searchable(target) and next(iter(target)) not in ("choice", "grid"):
+            v.fail(key, f"switches on {ref!r}, a continuous range; switch on a fixed value or a {{choice: ...}}.")
+        options = [str(o) for o in possible_values(target)]
+        cases = [str(c) for c in node["cases"]]
+        unknown = [c for c in cases if c not in options]
+        if unknown:
+            v.fail(key, f"has case(s) {', '.join(unknown)}, which {ref} cannot take (its values: {', '.join(options)}).")
+        missing = [o for o in options if o not in cases]
+        if missing and "default" not in node:
+            v.fail(key, f"has no case for {ref} = {', '.join(missing)}; add those cases or a `default:`.")

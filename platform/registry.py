@@ -50,8 +50,12 @@ class Registry:
         loc = f"{where}: " if where else ""
         return (
             f"{loc}unknown {self.kind} {name!r}.{hint} "
-            f"Registered {self.kind}s: {', '.join(sorted(self._items))}."
+            f"Registered {self.plural}: {', '.join(sorted(self._items))}."
         )
+
+    @property
+    def plural(self) -> str:
+        return f"{self.kind}es" if self.kind.endswith("s") else f"{self.kind}s"
 
     def meta(self, name: str) -> dict[str, Any]:
         self.get(name)

@@ -19,6 +19,7 @@ import math
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,14 @@ def build_model(config: dict, model_kwargs: dict | None = None) -> torch.nn.Modu
     return models_lib.create(m["architecture"], **kwargs)
 
 
+def create_criterion(task, spec: dict | None):
+    """The trial's loss: the task builds it when it has to (segmentation adds the data's ignore
+    index, the hierarchical task weighs one loss per level); otherwise the plain hybrid loss."""
+    if hasattr(task, "create_loss"):
+        return task.create_loss(spec, allow_unavailable=True)
+    return losses_lib.create(spec or task.default_loss(), allow_unavailable=True)
+
+
 def lr_lambda_factory(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, kind: str):
     floor = min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
 
@@ -116,9 +125,35 @@ def load_checkpoint_state(folder: str | Path) -> dict:
     return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
 
 
-def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
-    """Train one trial. Returns the last reported metrics."""
-    session = session or Session()
+@dataclass
+class Trial:
+    """Everything one trial trains with, built once by :func:`build_trial`."""
+
+    config: dict
+    session: Session
+    task: Any
+    dataset: Any
+    sampler: DistributedSampler | None
+    loader: DataLoader
+    model: torch.nn.Module
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    precision: str
+    channels_last: bool
+    params: list
+    grad_clip: float | None
+    names: list[str]
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+    start_epoch: int = 0
+    first_step_at: float | None = None  # wall-clock time of the first training step (start-up benchmark)
+
+
+def build_trial(config: dict, session: Session) -> Trial:
+    """Build task, data, model, loss, optimiser and schedule; resume from the session's checkpoint."""
     train_cfg, opt_cfg, sch_cfg = config["train"], config["optimizer"], config["schedule"]
     seed = int(train_cfg.get("seed", 0))
     seed_everything(seed + session.rank)
@@ -145,93 +180,131 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)
+    if train_cfg.get("compile"):
+        t0 = time.perf_counter()
+        model = torch.compile(model)
+        log.info("torch.compile wrapped the model in %.1f s (kernels compile at the first steps)",
+                 time.perf_counter() - t0)
 
-    criterion = losses_lib.create(loss_spec(config) or task.default_loss(), allow_unavailable=True).to(device)
+    criterion = create_criterion(task, loss_spec(config) or None).to(device)
     if criterion.dropped and session.rank == 0:
         for name, reason in criterion.dropped.items():
             log.warning("loss component %r disabled for this trial: %s", name, reason)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    betas = tuple(opt_cfg.get("betas", (0.9, 0.9)))
-    fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(params, lr=float(opt_cfg["lr"]), weight_decay=float(opt_cfg["weight_decay"]),
-                                  betas=betas, fused=fused)
+                                  betas=tuple(opt_cfg.get("betas", (0.9, 0.9))), fused=device.type == "cuda")
     epochs = int(train_cfg["epochs"])
-    total_steps = epochs * steps_per_epoch
     warmup_steps = int(round(float(sch_cfg.get("warmup_epochs", 0)) * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda_factory(total_steps, warmup_steps, float(opt_cfg["lr"]), float(sch_cfg["min_lr"]),
-                                     sch_cfg.get("name", "cosine")))
-    grad_clip = opt_cfg.get("grad_clip")
-
-    start_epoch = 0
+        optimizer, lr_lambda_factory(epochs * steps_per_epoch, warmup_steps, float(opt_cfg["lr"]),
+                                     float(sch_cfg["min_lr"]), sch_cfg.get("name", "cosine")))
+    trial = Trial(config, session, task, dataset, sampler, loader, model, criterion, optimizer, scheduler, device,
+                  precision, channels_last, params, opt_cfg.get("grad_clip"), list(criterion.weights), batch_size,
+                  steps_per_epoch, epochs)
     resume = session.get_checkpoint_dir()
     if resume is not None:
         state = load_checkpoint_state(resume)
         getattr(model, "module", model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"])
+        reapply_hyperparameters(optimizer, scheduler, opt_cfg)
+        trial.start_epoch = int(state["epoch"])
         torch.set_rng_state(state["rng"]["torch"])
-        log.info("resumed from checkpoint at epoch %d", start_epoch)
+        log.info("resumed from checkpoint at epoch %d", trial.start_epoch)
+    return trial
 
-    image_every = int(train_cfg.get("image_every", 5))
-    names = list(criterion.weights)
+
+def reapply_hyperparameters(optimizer, scheduler, opt_cfg: dict) -> None:
+    """After a resume the optimiser's state comes from the checkpoint, but the trial's config wins:
+    PBT exploits a checkpoint and then mutates lr / weight decay, which must take effect at once."""
+    lr, wd = float(opt_cfg["lr"]), float(opt_cfg["weight_decay"])
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    for group, lmbda in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = lr
+        group["lr"] = lr * lmbda(scheduler.last_epoch)
+        group["weight_decay"] = wd
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+
+
+def train_step(t: Trial, inputs, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimisation step. Returns the (device) total loss and its parts, never synchronising."""
+    inputs = to_device(inputs, t.device)
+    targets = to_device(targets, t.device)
+    if t.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with _autocast(t.device, t.precision):
+        outputs = t.model(inputs)
+        total, parts = t.criterion(outputs, targets)
+    t.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if t.grad_clip:
+        torch.nn.utils.clip_grad_norm_(t.params, float(t.grad_clip))
+    t.optimizer.step()
+    t.scheduler.step()
+    return total, parts
+
+
+def train_epoch(t: Trial, epoch: int, max_steps: int | None = None) -> torch.Tensor:
+    """Train one epoch; returns per-worker sums [total, *components] on the device (no host sync)."""
+    t.model.train()
+    t.dataset.set_epoch(epoch)
+    if t.sampler is not None:
+        t.sampler.set_epoch(epoch)
+    sums = torch.zeros(len(t.names) + 1, device=t.device)
+    for step, (inputs, targets) in enumerate(t.loader):
+        if max_steps is not None and step >= max_steps:
+            break
+        if t.first_step_at is None:
+            t.first_step_at = time.time()
+        total, parts = train_step(t, inputs, targets)
+        sums[0] += total.detach()
+        for i, n in enumerate(t.names):
+            sums[i + 1] += parts[n]
+    return sums
+
+
+def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
+    """Train one trial. Returns the last reported metrics."""
+    session = session or Session()
+    t = build_trial(config, session)
+    image_every = int(t.config["train"].get("image_every", 5))
     last: dict[str, Any] = {}
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(t.start_epoch, t.epochs):
         t0 = time.perf_counter()
-        model.train()
-        dataset.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        sums = torch.zeros(len(names) + 1, device=device)
-        for inputs, targets in loader:
-            inputs = to_device(inputs, device)
-            targets = to_device(targets, device)
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, precision):
-                outputs = model(inputs)
-                total, parts = criterion(outputs, targets)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
-            optimizer.step()
-            scheduler.step()
-            sums[0] += total.detach()
-            for i, n in enumerate(names):
-                sums[i + 1] += parts[n]
+        sums = train_epoch(t, epoch)
         # Reporting point: one host sync per epoch.
-        sums = all_reduce_sum(sums) / (steps_per_epoch * session.world_size)
-        values = sums.tolist()
+        values = (all_reduce_sum(sums) / (t.steps_per_epoch * session.world_size)).tolist()
         if not math.isfinite(values[0]):
             raise NonFiniteLossError(f"training loss became {values[0]} at epoch {epoch + 1}; "
                                      "stopping this trial (lower the learning rate or check the data).")
         train_time = time.perf_counter() - t0
 
-        want_grid = session.rank == 0 and ((epoch + 1) % image_every == 0 or epoch + 1 == epochs)
-        val = task.validate(model, device, precision, rank=session.rank, world_size=session.world_size,
-                            want_grid=want_grid)
+        want_grid = session.rank == 0 and ((epoch + 1) % image_every == 0 or epoch + 1 == t.epochs)
+        val = t.task.validate(t.model, t.device, t.precision, rank=session.rank, world_size=session.world_size,
+                              want_grid=want_grid)
         keys = sorted(val.sums)
         red = all_reduce_sum(torch.tensor([val.sums[k] for k in keys] + [val.count], dtype=torch.float64,
-                                          device=device))
+                                          device=t.device))
         val_metrics = {k: float(red[i] / max(1.0, float(red[-1]))) for i, k in enumerate(keys)}
 
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": values[0],
-            **{f"train_loss/{n}": values[i + 1] for i, n in enumerate(names)},
+            **{f"train_loss/{n}": values[i + 1] for i, n in enumerate(t.names)},
             **val_metrics,
-            "lr": scheduler.get_last_lr()[0],
+            "lr": t.scheduler.get_last_lr()[0],
             "epoch_time_s": time.perf_counter() - t0,
-            "train_images_per_s": steps_per_epoch * batch_size * session.world_size / max(train_time, 1e-9),
+            "train_images_per_s": t.steps_per_epoch * t.batch_size * session.world_size / max(train_time, 1e-9),
         }
-        if criterion.dropped and epoch == start_epoch:
-            metrics["dropped_losses"] = "; ".join(f"{k}: {v}" for k, v in criterion.dropped.items())
+        if epoch == t.start_epoch:
+            metrics["first_step_at"] = t.first_step_at
+            if t.criterion.dropped:
+                metrics["dropped_losses"] = "; ".join(f"{k}: {v}" for k, v in t.criterion.dropped.items())
         with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
             if session.rank == 0:
-                _save_checkpoint(Path(tmp), model, optimizer, scheduler, epoch + 1, config, metrics, val.grid)
+                _save_checkpoint(Path(tmp), t.model, t.optimizer, t.scheduler, epoch + 1, t.config, metrics,
+                                 val.grid)
             session.report(metrics, tmp if session.rank == 0 else None)
         last = metrics
         if distributed():
