@@ -48,7 +48,10 @@ def test_default_size_and_model_attributes():
 
 def test_meta_describes_every_model():
     assert available() == sorted(available())
-    for name in available():
+    # Other test modules register tiny models at import; the zoo's own ones carry full metadata.
+    zoo = [n for n in available() if MODELS.get(n).__module__.startswith("platform.models.")]
+    assert {"nafnet", "swinir", "mambair", "convnext_unet", "unet", "attention_unet", "seg_unet"} <= set(zoo)
+    for name in zoo:
         meta = MODELS.meta(name)
         assert meta["kind"] in ("img2img", "segmentation")
         assert isinstance(meta["sizes"], tuple)

@@ -329,6 +329,8 @@ def test_object_without_metadata_is_downloaded_once_with_a_warning(s3, env, capl
 
 def test_credentials_never_logged_printed_or_in_errors(s3, env, caplog, capsys):
     caplog.set_level(logging.DEBUG)  # botocore's DEBUG log prints the signed Authorization header
+    # ... and Ray's AWS autoscaler module sets the botocore logger to WARNING when imported.
+    caplog.set_level(logging.DEBUG, logger="botocore")
     src = _weights(env / "w.pth")
     key = _upload(s3, src)
     assert cli([*s3["opts"], "-vv", "list"]) == 0

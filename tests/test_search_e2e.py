@@ -100,3 +100,26 @@ def test_ddp_trial_through_torch_trainer(tmp_cwd):
 
     state = load_checkpoint_state(df["checkpoint_path"].iloc[-1])
     assert state["epoch"] == 2 and isinstance(state["model"]["intro.weight"], torch.Tensor)
+
+
+def test_architecture_battle_quick_pits_every_architecture(tmp_cwd):
+    """`architecture_battle --quick`: one trial per architecture family (points_to_evaluate),
+    each with its own size and options from the conditional space, all through the one trainer."""
+    from mlflow.tracking import MlflowClient
+
+    out = run_search(SearchOptions("architecture_battle", quick=True, promote=False))
+    archs = sorted(r["model.architecture"] for r in out.rows)
+    assert archs == ["attention_unet", "convnext_unet", "mambair", "nafnet", "swinir"]
+    assert all(r["stop"] == "completed" or r["stop"].startswith("early-stopped") for r in out.rows), out.rows
+    assert all(np.isfinite(r["val_psnr"]) and r["val_psnr"] > 5 for r in out.rows), out.rows
+
+    # Each child run trained the architecture (and only the options) its case prescribes.
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("architecture_battle")
+    children = [r for r in client.search_runs([exp.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == out.parent_run_id]
+    params = {c.data.params["model.architecture"]: c.data.params for c in children}
+    assert params["swinir"]["model.size"] == "small" and params["swinir"]["model.options.embed_dim"] == "16"
+    assert params["nafnet"]["model.options.width"] == "8" and "model.options.width" not in params["mambair"]
+    assert params["convnext_unet"]["model.size"] == "nano"
+    assert out.best["val_psnr"] == max(r["val_psnr"] for r in out.rows)
