@@ -170,6 +170,28 @@ SCHEMA: dict[str, Any] = {
                              doc="log validation image grids every N epochs (and at the last)"),
         "max_failures": Field((int,), default=1, searchable=False, check=_non_negative),
     },
+    # Fine-tuning from the pretrained store (platform.pretrained): the weights are loaded into the
+    # trial's model (strict when they fit exactly, else a partial load that reports its counts);
+    # the parameters that received them form the "backbone" group (platform.pretrained.finetune).
+    "pretrained": {
+        "key": Field((str, type(None)), default=None, searchable=False,
+                     doc="store key of the weights to start from, e.g. layer_2/nafnet/NAFNet-SIDD-width32.pth "
+                         "or timm/convnext_tiny.pth (null: train from scratch)"),
+        "strict": Field((bool, type(None)), default=None, searchable=False,
+                        doc="true: exact names and shapes; false: partial; null: strict when the file fits"),
+        "resize": Field((str,), default="none", searchable=False, allowed=("none", "slice"),
+                        doc="slice: copy the leading slice of larger tensors (a heuristic, see the README)"),
+        "backbone_lr_factor": Field(NUM, default=0.1, check=_non_negative,
+                                    doc="learning rate of the pretrained parameters = lr x this"),
+        "head_lr_factor": Field(NUM, default=1.0, check=_non_negative,
+                                doc="learning rate of the new parameters = lr x this"),
+        "freeze_epochs": Field((int,), default=0, check=_non_negative,
+                               doc="pretrained parameters frozen for the first N epochs"),
+        "warmup_epochs": Field((int,), default=0, check=_non_negative,
+                               doc="then their learning rate ramps up over N epochs"),
+        "freeze_mode": Field((str,), default="requires_grad", searchable=False, allowed=("requires_grad", "lr"),
+                             doc="requires_grad: no gradients while frozen; lr: learning rate 0 (DDP trials use lr)"),
+    },
     "search": {
         "metric": Field((str,), default="val_psnr", searchable=False),
         "mode": Field((str,), default="max", searchable=False, allowed=("max", "min")),
@@ -570,7 +592,7 @@ def _walk_nodes(node: Any, prefix: str = ""):
 def _check_switches(cfg: dict, source: str) -> None:
     """Every ``switch`` names an existing, non-conditional key and covers each of its values."""
     v = _Validator(source)
-    sections = {k: cfg[k] for k in ("task", "model", "loss", "optimizer", "schedule", "train")}
+    sections = {k: cfg[k] for k in ("task", "model", "loss", "optimizer", "schedule", "train", "pretrained")}
     for key, node in _walk_nodes(sections):
         if "switch" not in node:
             continue

@@ -70,7 +70,7 @@ def test_torch_and_mlflow_work_with_the_package_first_on_the_path(tmp_path):
 def test_ray_workers_see_our_package_through_working_dir():
     import ray
 
-    ray.init(num_cpus=2, runtime_env={"working_dir": str(REPO), "excludes": [".git", ".venv", "mlruns", ".cache"]},
+    ray.init(address="local", num_cpus=2, runtime_env={"working_dir": str(REPO), "excludes": [".git", ".venv", "mlruns", ".cache"]},
              include_dashboard=False, log_to_driver=False)
     try:
         @ray.remote

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
         raise ConfigError(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}.")
     env = {"PLATFORM_DATA_DIR": os.environ.get("PLATFORM_DATA_DIR", str((REPO_ROOT / ".cache/data").resolve()))}
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"working_dir": str(REPO_ROOT), "excludes": [".git", ".venv", "mlruns", ".cache"],
                           "env_vars": env})
     try:

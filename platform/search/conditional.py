@@ -39,7 +39,7 @@ from platform.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SECTIONS_IN_TRIAL = ("task", "model", "loss", "optimizer", "schedule", "train", "resources")
+SECTIONS_IN_TRIAL = ("task", "model", "loss", "optimizer", "schedule", "train", "pretrained", "resources")
 CONTINUOUS = ("uniform", "loguniform", "quniform", "randint")
 
 

@@ -110,6 +110,17 @@ def storage_path(opts: SearchOptions) -> str:
     return str((Path.cwd() / "mlruns" / "ray_results").resolve())
 
 
+def check_pretrained(spec: SearchSpec) -> None:
+    """The weights a fine-tuning search starts from must be reachable before any trial starts
+    (a missing key is a WeightsUnavailableError naming the key, the store and what was tried);
+    this also puts them in this node's cache."""
+    key = spec["pretrained"]["key"]
+    if key:
+        from platform.pretrained import resolve
+
+        log.info("pretrained weights %s: %s", key, resolve(key))
+
+
 def check_combination(spec: SearchSpec, model) -> None:
     """Settings that cannot work together, said before anything starts."""
     from trainables.fewshot import uses_torch_trainer
@@ -169,7 +180,10 @@ def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
         extra = {"num_gpus": opts.num_gpus} if opts.num_gpus is not None else {}
         log.info("starting a local Ray with %d logical CPUs%s", num_cpus,
                  f" and {opts.num_gpus} GPU(s)" if extra else "")
-        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=False, include_dashboard=False, **extra)
+        # address="local": always a new instance, even when `ray start` left a cluster on this machine
+        # (a bare ray.init() would silently join that one instead).
+        ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=False,
+                 include_dashboard=False, **extra)
 
 
 def check_shared_storage(opts: SearchOptions, storage: str) -> None:
@@ -356,6 +370,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
 
     check_combination(spec, SpaceModel.from_spec(spec))
     task = preflight(spec)
+    check_pretrained(spec)
     lpips_reason = check_lpips(spec)
     space_model = SpaceModel.from_spec(spec)  # after check_lpips, which may pin λ(lpips) to 0
 
@@ -420,7 +435,11 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         client.set_tag(parent_id, "lpips_unavailable", lpips_reason[:5000])
     tb_dir = Path(os.environ.get("PLATFORM_TENSORBOARD_DIR") or Path("mlruns") / "tensorboard") / run_name
 
-    env_vars = {k: os.environ[k] for k in ("PLATFORM_PRETRAINED_DIR", "PLATFORM_DATA_DIR") if k in os.environ}
+    # Where data and pretrained weights live (never credentials: those come from each node's AWS chain).
+    forwarded = ("PLATFORM_DATA_DIR", "PLATFORM_PRETRAINED_DIR", "PLATFORM_PRETRAINED_STORE",
+                 "PLATFORM_PRETRAINED_ENDPOINT", "PLATFORM_PRETRAINED_REGION", "PLATFORM_PRETRAINED_CACHE",
+                 "PLATFORM_PRETRAINED_HUB")
+    env_vars = {k: os.environ[k] for k in forwarded if k in os.environ}
     env_vars.setdefault("PLATFORM_DATA_DIR", str(Path(".cache/data").resolve()))
     env_vars.setdefault("PLATFORM_PRETRAINED_DIR", str(Path(".cache/pretrained").resolve()))
     init_ray(opts, env_vars)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from platform import losses as losses_lib
 from platform import models as models_lib
 from platform import tasks as tasks_lib
+from platform.train.pretrained import Finetuning, load_pretrained_weights, lr_schedule, optimizer_groups
 from platform.train.session import Session, all_reduce_sum, distributed
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class Trial:
     steps_per_epoch: int
     epochs: int
     start_epoch: int = 0
+    finetuning: Finetuning | None = None  # set when the trial starts from pretrained weights
     first_step_at: float | None = None  # wall-clock time of the first training step (start-up benchmark)
 
 
@@ -177,6 +179,8 @@ def build_trial(config: dict, session: Session) -> Trial:
     torch.manual_seed(seed)  # identical initial weights on every worker
     config = {**config, "_model_kwargs": dict(task.model_kwargs())}
     model = build_model(config)
+    finetuning = load_pretrained_weights(model, config.get("pretrained"), config["model"]["architecture"],
+                                         session.world_size, session.rank)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)
@@ -191,17 +195,20 @@ def build_trial(config: dict, session: Session) -> Trial:
         for name, reason in criterion.dropped.items():
             log.warning("loss component %r disabled for this trial: %s", name, reason)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=float(opt_cfg["lr"]), weight_decay=float(opt_cfg["weight_decay"]),
-                                  betas=tuple(opt_cfg.get("betas", (0.9, 0.9))), fused=device.type == "cuda")
+    lr, wd = float(opt_cfg["lr"]), float(opt_cfg["weight_decay"])
+    groups = optimizer_groups(model, finetuning, lr, wd)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=wd, betas=tuple(opt_cfg.get("betas", (0.9, 0.9))),
+                                  fused=device.type == "cuda")
     epochs = int(train_cfg["epochs"])
     warmup_steps = int(round(float(sch_cfg.get("warmup_epochs", 0)) * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda_factory(epochs * steps_per_epoch, warmup_steps, float(opt_cfg["lr"]),
-                                     float(sch_cfg["min_lr"]), sch_cfg.get("name", "cosine")))
+    per_step = lr_lambda_factory(epochs * steps_per_epoch, warmup_steps, lr, float(sch_cfg["min_lr"]),
+                                 sch_cfg.get("name", "cosine"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(optimizer, finetuning, per_step,
+                                                                         steps_per_epoch))
     trial = Trial(config, session, task, dataset, sampler, loader, model, criterion, optimizer, scheduler, device,
                   precision, channels_last, params, opt_cfg.get("grad_clip"), list(criterion.weights), batch_size,
-                  steps_per_epoch, epochs)
+                  steps_per_epoch, epochs, finetuning=finetuning)
     resume = session.get_checkpoint_dir()
     if resume is not None:
         state = load_checkpoint_state(resume)
@@ -219,11 +226,11 @@ def reapply_hyperparameters(optimizer, scheduler, opt_cfg: dict) -> None:
     """After a resume the optimiser's state comes from the checkpoint, but the trial's config wins:
     PBT exploits a checkpoint and then mutates lr / weight decay, which must take effect at once."""
     lr, wd = float(opt_cfg["lr"]), float(opt_cfg["weight_decay"])
-    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
     for group, lmbda in zip(optimizer.param_groups, scheduler.lr_lambdas):
-        group["initial_lr"] = lr
-        group["lr"] = lr * lmbda(scheduler.last_epoch)
+        group["initial_lr"] = lr * group.get("lr_factor", 1.0)  # backbone/head factors when fine-tuning
+        group["lr"] = group["initial_lr"] * lmbda(scheduler.last_epoch)
         group["weight_decay"] = wd
+    scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
 
 
@@ -248,6 +255,8 @@ def train_step(t: Trial, inputs, targets) -> tuple[torch.Tensor, dict[str, torch
 def train_epoch(t: Trial, epoch: int, max_steps: int | None = None) -> torch.Tensor:
     """Train one epoch; returns per-worker sums [total, *components] on the device (no host sync)."""
     t.model.train()
+    if t.finetuning is not None:
+        t.finetuning.start_epoch(t.model, epoch)
     t.dataset.set_epoch(epoch)
     if t.sampler is not None:
         t.sampler.set_epoch(epoch)
@@ -293,12 +302,14 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
             "train_loss": values[0],
             **{f"train_loss/{n}": values[i + 1] for i, n in enumerate(t.names)},
             **val_metrics,
-            "lr": t.scheduler.get_last_lr()[0],
+            **_lr_metrics(t),
             "epoch_time_s": time.perf_counter() - t0,
             "train_images_per_s": t.steps_per_epoch * t.batch_size * session.world_size / max(train_time, 1e-9),
         }
         if epoch == t.start_epoch:
             metrics["first_step_at"] = t.first_step_at
+            if t.finetuning is not None:
+                metrics.update(t.finetuning.metrics)
             if t.criterion.dropped:
                 metrics["dropped_losses"] = "; ".join(f"{k}: {v}" for k, v in t.criterion.dropped.items())
         with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
@@ -310,6 +321,15 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
         if distributed():
             torch.distributed.barrier()
     return last
+
+
+def _lr_metrics(t: Trial) -> dict[str, float]:
+    """``lr`` of the (new) parameters and, when fine-tuning, ``lr_backbone`` of the pretrained ones."""
+    lrs = dict(zip((g.get("name", "all") for g in t.optimizer.param_groups), t.scheduler.get_last_lr()))
+    out = {"lr": lrs.get("new", next(iter(lrs.values())))}
+    if "pretrained" in lrs:
+        out["lr_backbone"] = lrs["pretrained"]
+    return out
 
 
 def to_device(x, device: torch.device):
