@@ -114,3 +114,18 @@ def test_cli_bad_input_is_one_paragraph_without_traceback(tmp_path):
     out = _cli("nafnet_fewshot", "--quick", "--data", str(d))
     assert out.returncode == 2 and "a.png" in out.stderr and "Traceback" not in out.stderr
     assert not (REPO / "mlruns" / "nothing").exists()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_space_validates_full_and_quick(path):
+    from platform import models
+
+    for quick in (False, True):
+        spec = load_spec(path.stem, quick=quick)
+        assert spec.name == path.stem
+        arch = spec["model"]["architecture"]
+        for a in (arch["choice"] if isinstance(arch, dict) else [arch]):
+            assert a in models.available(), (path.name, a)
+        if quick:
+            assert spec["resources"]["gpus_per_worker"] == 0 and spec["train"]["epochs"] <= 6
