@@ -23,3 +23,14 @@ def tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

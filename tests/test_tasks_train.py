@@ -64,12 +64,8 @@ if "_test_tiny_seg" not in MODELS:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def _one_thread(one_thread):
     """Tiny networks run faster on one thread than on two busy ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(tmp_path, task: dict, arch: str, loss: dict, epochs: int, lr: float = 5e-3) -> dict:

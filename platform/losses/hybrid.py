@@ -42,7 +42,7 @@ INPUTS = ("identity", "sigmoid", "softmax")
 _RESERVED = ("weight", "type", "input")
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # notes/concepts "Función de Pérdida Compuesta": a*BCE + b*Dice + c*Perceptual + d*Edge with
+    # the user's concepts_and_metrics.md "Función de Pérdida Compuesta": a*BCE + b*Dice + c*Perceptual + d*Edge with
     # a=1.0, b=1.0, c=0.5, d=0.3; perceptual (VGG) and edge (Sobel) terms score the predicted
     # mask sigmoid(logits) against the true mask, both mapped to [-1, 1].
     "background_removal": {

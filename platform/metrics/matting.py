@@ -131,7 +131,7 @@ def gradient_error(
     al. 2009); the error is ``sum (|grad a_pred| - |grad a_true|)^2`` over the image or
     ``region`` (``squared=True``, the benchmark's definition, reported there /1000), or
     ``sum ||grad a_pred| - |grad a_true||`` with ``squared=False`` (the absolute form
-    in notes/concepts).
+    in the user's concepts_and_metrics.md).
     """
     p, t = _pair(pred, target, data_range, "gradient_error")
     if p.shape[1] != 1:

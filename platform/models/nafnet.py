@@ -301,7 +301,7 @@ def load_official_checkpoint(
 
 # --------------------------------------------------------------------- registry
 
-# Named sizes for the platform's few-shot searches (parameters measured, see notes/models.md);
+# Named sizes for the platform's few-shot searches (parameters measured, see the README, "Models");
 # drop_out_rate defaults follow the user's guide (small 0.10, base 0.05, large 0.0).
 NAFNET_SIZES: dict[str, dict[str, Any]] = {
     "small": dict(width=32, enc_blk_nums=[1, 1, 1, 24], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1], drop_out_rate=0.10),
