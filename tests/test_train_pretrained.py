@@ -52,8 +52,7 @@ def _backbone_and_head(state: dict) -> tuple[dict, dict]:
     return {k: v for k, v in state.items() if k not in head}, head
 
 
-def test_trial_fine_tunes_from_the_store_with_frozen_then_warmed_backbone(store, tmp_path):
-    torch.set_num_threads(1)
+def test_trial_fine_tunes_from_the_store_with_frozen_then_warmed_backbone(store, tmp_path, one_thread):
     config = _config({"backbone_lr_factor": 0.1, "freeze_epochs": 1, "warmup_epochs": 1})
     session = Session(tmp_path / "ckpts")
     train_loop(config, session)
