@@ -78,6 +78,16 @@ def test_trial_fine_tunes_from_the_store_with_frozen_then_warmed_backbone(store,
     assert 0 < moved < 0.05
 
 
+def test_resumed_trial_keeps_its_groups_and_takes_a_mutated_backbone_factor(store, tmp_path, one_thread):
+    """PBT resumes a trial from another's checkpoint with mutated values: the config wins."""
+    first = Session(tmp_path / "a")
+    train_loop(_config({"backbone_lr_factor": 0.1}, epochs=1), first)
+    resumed = Session(tmp_path / "b", resume_from=first.checkpoints[0])
+    train_loop(_config({"backbone_lr_factor": 0.5}, epochs=2), resumed)
+    assert [r["epoch"] for r in resumed.reports] == [2]
+    assert resumed.reports[0]["lr_backbone"] == pytest.approx(0.5 * resumed.reports[0]["lr"])
+
+
 def test_trial_from_scratch_has_one_group_and_no_pretrained_metrics(store, tmp_path):
     config = _config({}, epochs=1)
     config["pretrained"]["key"] = None

@@ -213,7 +213,10 @@ def build_trial(config: dict, session: Session) -> Trial:
     if resume is not None:
         state = load_checkpoint_state(resume)
         getattr(model, "module", model).load_state_dict(state["model"])
+        factors = [g.get("lr_factor", 1.0) for g in optimizer.param_groups]  # this trial's (PBT may mutate)
         optimizer.load_state_dict(state["optimizer"])
+        for group, factor in zip(optimizer.param_groups, factors):
+            group["lr_factor"] = factor
         scheduler.load_state_dict(state["scheduler"])
         reapply_hyperparameters(optimizer, scheduler, opt_cfg)
         trial.start_epoch = int(state["epoch"])
