@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from platform.models.__main__ import main
@@ -36,3 +37,25 @@ def test_cli_table_and_errors(capsys):
     assert "nafnet-sidd-width64" in out and "115.98" in out and "FLOPs / 2" in out
     assert main(["no_such_model"]) == 2
     assert "unknown model 'no_such_model'" in capsys.readouterr().err
+
+
+def test_bench_models_times_forward_backward_of_the_zoo(capsys):
+    from platform.bench.models import main as bench_main, zoo
+
+    assert ("nafnet", "small") in zoo() and ("seg_unet", "coatnet_0") in zoo()
+    assert all(not name.startswith("_test") for name, _ in zoo())
+    assert bench_main(["--models", "unet,seg_unet", "--sizes", "small,coatnet_0", "--crop", "32", "--batch", "1",
+                 "--steps", "1", "--warmup", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]): line.split() for line in out.splitlines()[2:]}
+    assert set(rows) == {("unet", "small"), ("seg_unet", "coatnet_0")}, out
+    for cells in rows.values():
+        assert cells[3] == "fp32" and float(cells[4]) > 0 and float(cells[5]) > 0
+    assert float(rows[("unet", "small")][2]) == pytest.approx(7.76, abs=0.01)
+
+
+def test_bench_models_names_unknown_models(capsys):
+    from platform.bench.models import main as bench_main
+
+    assert bench_main(["--models", "nafnet,resnet9000"]) == 2
+    assert "resnet9000" in capsys.readouterr().err

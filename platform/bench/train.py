@@ -20,72 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import threading
 import time
 
 import torch
 
+from platform.bench._measure import PeakMemory, bf16_peak, sync
 from platform.errors import ConfigError, cli_main
 
 log = logging.getLogger(__name__)
-
-# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets.
-BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12, "L40S": 362e12}
-
-
-def _peak_for(name: str) -> float | None:
-    for key, value in BF16_PEAK.items():
-        if key in name:
-            return value
-    return None
-
-
-def rss_bytes() -> int:
-    """Current resident set size (Linux /proc; the peak so far elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class PeakMemory:
-    """Peak CUDA memory, or peak resident memory growth sampled every 5 ms on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = rss_bytes()
-            self.peak = self.base
-            self.stop = False
-
-            def sample():
-                while not self.stop:
-                    self.peak = max(self.peak, rss_bytes())
-                    time.sleep(0.005)
-
-            self.thread = threading.Thread(target=sample, daemon=True)
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.value = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self.stop = True
-            self.thread.join()
-            self.value = self.peak - self.base
-
 
 def _config(args) -> dict:
     from platform.config import load_spec
@@ -109,21 +51,16 @@ def _config(args) -> dict:
     return spec.config
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _time_steps(step_fn, batches, warmup: int, device) -> tuple[float, float]:
     """(seconds for the counted steps, warm-up seconds)."""
     t0 = time.perf_counter()
     for x, y in batches[:warmup]:
         step_fn(x, y)
-    _sync(device)
+    sync(device)
     t1 = time.perf_counter()
     for x, y in batches[warmup:]:
         step_fn(x, y)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t1, t1 - t0
 
 
@@ -193,7 +130,7 @@ def run(args) -> list[dict]:
         with FlopCounterMode(display=False) as fc:
             train_step(trial, x, y)
         flops = fc.get_total_flops()
-        peak = _peak_for(torch.cuda.get_device_name())
+        peak = bf16_peak(torch.cuda.get_device_name())
         for r in results:
             r["tflops"] = flops * r["steps_per_s"] / 1e12
             r["mfu"] = (flops * r["steps_per_s"] / peak) if peak else None
