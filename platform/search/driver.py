@@ -10,8 +10,11 @@ the HTML report. ``SearchOptions(resume=True)`` (``--resume``) continues a crash
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +161,32 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def job_runtime_env() -> dict:
+    """The runtime env of the Ray job this driver runs in (``ray job submit``), else {}."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # set by Ray's job supervisor
+    if not raw:
+        return {}
+    try:
+        return dict(json.loads(raw).get("runtime_env") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def without_job_fields(runtime_env: dict, job_env: dict) -> dict:
+    """Ray refuses a driver runtime env that sets a field (or env var) the job already sets: the
+    job's choice wins (``ray job submit --working-dir .`` already ships the project)."""
+    if not job_env:
+        return runtime_env
+    out = {k: v for k, v in runtime_env.items() if k not in job_env and k != "env_vars"}
+    if "working_dir" in job_env:
+        out.pop("excludes", None)  # excludes belong to the working_dir the job uploaded
+    job_vars = job_env.get("env_vars") or {}
+    env_vars = {k: v for k, v in (runtime_env.get("env_vars") or {}).items() if k not in job_vars}
+    if env_vars:
+        out["env_vars"] = env_vars
+    return out
+
+
 def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
     import ray
 
@@ -168,6 +197,7 @@ def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
         "excludes": [".git", ".venv", "mlruns", ".cache", "**/__pycache__"],
         "env_vars": env_vars,
     }
+    runtime_env = without_job_fields(runtime_env, job_runtime_env())
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return
@@ -340,24 +370,48 @@ def format_table(rows: list[dict], metric: str) -> str:
     return "\n".join(lines)
 
 
-def best_checkpoint(row: dict, metric: str, mode: str) -> str | None:
-    """Path of the best checkpoint of a trial (Tune's own, or the Train run's reported path)."""
+def best_checkpoint(row: dict, metric: str, mode: str):
+    """The best surviving checkpoint of a trial (Tune's own, or the Train run's reported path) as a
+    ``ray.train.Checkpoint`` on the experiment's storage (a local folder, or ``bucket/key`` on S3)."""
+    from pyarrow.fs import FileType, LocalFileSystem
+    from ray.train import Checkpoint
+
     res = row["result"]
+    fs = getattr(res, "filesystem", None) or LocalFileSystem()
     best = None
+
+    def consider(value, path: str, filesystem) -> None:
+        nonlocal best
+        if value is None or (best is not None and not (value > best[0] if mode == "max" else value < best[0])):
+            return
+        if filesystem.get_file_info(path).type != FileType.Directory:
+            return  # pruned by the retention policy
+        best = (value, Checkpoint(path, filesystem))
+
     for ckpt, metrics in (res.best_checkpoints or []):
-        v = metrics.get(metric)
-        if "://" not in ckpt.path and not Path(ckpt.path).is_dir():
-            continue  # pruned by the retention policy
-        if v is not None and (best is None or (v > best[0] if mode == "max" else v < best[0])):
-            best = (v, ckpt.path)
+        consider(metrics.get(metric), ckpt.path, ckpt.filesystem or fs)
     df = res.metrics_dataframe
     if df is not None and "checkpoint_path" in df and metric in df:
-        sub = df.dropna(subset=["checkpoint_path", metric])
-        for _, r in sub.iterrows():
-            v, p = float(r[metric]), r["checkpoint_path"]
-            if Path(p).is_dir() and (best is None or (v > best[0] if mode == "max" else v < best[0])):
-                best = (v, p)
+        for _, r in df.dropna(subset=["checkpoint_path", metric]).iterrows():
+            consider(float(r[metric]), str(r["checkpoint_path"]), fs)
     return best[1] if best else None
+
+
+def checkpoint_uri(ckpt) -> str:
+    """A checkpoint's address for humans and tags: the folder, or ``s3://bucket/key``."""
+    kind = getattr(ckpt.filesystem, "type_name", "local")
+    return ckpt.path if kind == "local" else f"{kind}://{ckpt.path}"
+
+
+@contextlib.contextmanager
+def local_checkpoint(ckpt):
+    """The checkpoint as a local folder: itself when local, else downloaded to a temporary one."""
+    if getattr(ckpt.filesystem, "type_name", "local") == "local":
+        yield ckpt.path
+        return
+    with tempfile.TemporaryDirectory(prefix="best-ckpt-") as tmp:
+        log.info("downloading the best checkpoint %s", checkpoint_uri(ckpt))
+        yield ckpt.to_directory(tmp)
 
 
 # --------------------------------------------------------------------------- main entry
@@ -532,13 +586,15 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         ckpt = best_checkpoint(best, metric, mode)
         if ckpt is None:
             raise RuntimeError(f"best trial {best['trial']} left no checkpoint")
-        model_uri = pyfunc.log_model(ckpt, best["run_id"] or parent_id, sample=task.example_input())
+        source = checkpoint_uri(ckpt)
+        with local_checkpoint(ckpt) as ckpt_dir:
+            model_uri = pyfunc.log_model(ckpt_dir, best["run_id"] or parent_id, sample=task.example_input())
         if opts.promote:
             outcome.promotion = register_and_maybe_promote(client, spec.name, model_uri, best["run_id"] or parent_id,
-                                                           task, metric, mode, source_checkpoint=ckpt)
+                                                           task, metric, mode, source_checkpoint=source)
             log.info("%s", outcome.promotion.message())
             client.set_tag(parent_id, "promotion", outcome.promotion.message())
-            protected.add(str(Path(ckpt).resolve()) if "://" not in ckpt else ckpt)
+            protected.add(str(Path(source).resolve()) if "://" not in source else source)
         if "://" not in exp_path:
             removed = sweep(exp_path, metric, mode, keep_best, protected)
             for train_dir in Path(storage).glob(f"{run_name}-train-*"):
