@@ -54,8 +54,12 @@ def setup_mlflow(experiment: str) -> tuple[MlflowClient, str]:
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    # The embedded default keeps the model registry on the same SQLite store.
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    # The registry follows the tracking URI (the embedded default keeps both in one SQLite store)
+    # unless the user names another. Never pinned here: MLflow would export it as
+    # $MLFLOW_REGISTRY_URI, and a later search of this process with another tracking URI would
+    # register its models in the old store.
+    if os.environ.get("MLFLOW_REGISTRY_URI"):
+        mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:

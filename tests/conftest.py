@@ -20,8 +20,11 @@ os.environ.setdefault("PLATFORM_DATA_DIR", str(REPO / ".cache" / "data"))
 def tmp_cwd(tmp_path, monkeypatch):
     """Run in a fresh directory (own ./mlruns) with the repo still importable."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # MLflow exports the URIs a search sets into os.environ; setenv first records the variable's
+    # state before the test, so that teardown restores it (a bare delenv of an absent one would not).
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return tmp_path
 
 
