@@ -27,6 +27,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from netutil import free_ports
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -470,23 +471,13 @@ def test_local_sh_refuses_a_state_folder_too_long_for_rays_sockets(tmp_path):
     assert "too long for Ray's socket paths" in r.stderr and "LOCAL_RAY_DIR" in r.stderr
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("PLATFORM_CLUSTER_TESTS") != "1",
                     reason="starts a 4-node Ray cluster (about a minute); set PLATFORM_CLUSTER_TESTS=1")
 def test_local_cluster_up_auth_and_down():
     # A short state folder: Ray's socket paths under it may not exceed 107 bytes.
     tmp_path = Path(tempfile.mkdtemp(prefix="hpo", dir="/tmp"))
-    gcs, dash, client = _free_ports(3)
+    gcs, dash, client = free_ports(3)
     env = {**os.environ, "LOCAL_RAY_DIR": str(tmp_path / "state"), "LOCAL_RAY_PORT": str(gcs),
            "LOCAL_RAY_DASHBOARD_PORT": str(dash), "LOCAL_RAY_CLIENT_PORT": str(client)}
     for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS"):

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import torch
 from platform.config import load_spec
 from platform.errors import ConfigError
 from platform.search import SearchOptions, run_search
+from netutil import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -514,14 +514,6 @@ def test_multi_node_search_with_s3_storage(tmp_cwd, s3_endpoint):
 
 
 # --------------------------------------------------------------------------- 5. ray job submit
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -575,7 +567,7 @@ def token_head(tmp_path_factory):
     token = secrets.token_hex(32)
     (state / "auth_token").write_text(token)
     (state / "auth_token").chmod(0o600)
-    gcs, dash, agent, client_port = _free_ports(4)
+    gcs, dash, agent, client_port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_", "MLFLOW_"))}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(state / "auth_token"),
                PYTHONPATH=str(REPO), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
