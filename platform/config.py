@@ -163,6 +163,9 @@ SCHEMA: dict[str, Any] = {
         "epochs": Field((int,), default=20, searchable=False, check=_positive),
         "precision": Field((str,), default="auto", allowed=("auto", "fp32", "bf16", "fp16")),
         "channels_last": Field((str, bool), default="auto"),
+        "device_crops": Field((str,), default="auto", searchable=False, allowed=("auto", "on", "off"),
+                              doc="cut training crops on the GPU from frames held in its memory (auto: on CUDA "
+                                  "when the augmentation is flips/rot90 only)"),
         "compile": Field((bool,), default=False, searchable=False,
                          doc="torch.compile the model (CUDA; compile time is reported separately)"),
         "seed": Field((int,), default=0, searchable=False),

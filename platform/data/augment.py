@@ -185,6 +185,13 @@ class PairedAugment:
         self._degrade = A.Compose(degrade) if degrade else None
         self.offline = offline_ops(c["offline_copies"])
 
+    def flip_probabilities(self) -> tuple[float, float, float] | None:
+        """(hflip, vflip, rotate90) when flips and 90° rotations are the only augmentation, else None."""
+        if self._photo is not None or self._degrade is not None or len(self._geo.transforms) != 3:
+            return None
+        c = self.config
+        return float(c["hflip"]), float(c["vflip"]), float(c["rotate90"])
+
     def __call__(self, image: np.ndarray, target: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
         seeds = rng.integers(0, 2**31 - 1, size=3)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from platform import losses as losses_lib
 from platform import models as models_lib
 from platform import tasks as tasks_lib
+from platform.data.device_crops import DeviceCrops, make_device_crops
 from platform.train.pretrained import Finetuning, load_pretrained_weights, lr_schedule, optimizer_groups
 from platform.train.session import Session, all_reduce_sum, distributed
 
@@ -151,6 +152,7 @@ class Trial:
     epochs: int
     start_epoch: int = 0
     finetuning: Finetuning | None = None  # set when the trial starts from pretrained weights
+    device_crops: DeviceCrops | None = None  # crops cut on the GPU instead of by the loader
     first_step_at: float | None = None  # wall-clock time of the first training step (start-up benchmark)
 
 
@@ -208,7 +210,8 @@ def build_trial(config: dict, session: Session) -> Trial:
                                                                          steps_per_epoch))
     trial = Trial(config, session, task, dataset, sampler, loader, model, criterion, optimizer, scheduler, device,
                   precision, channels_last, params, opt_cfg.get("grad_clip"), list(criterion.weights), batch_size,
-                  steps_per_epoch, epochs, finetuning=finetuning)
+                  steps_per_epoch, epochs, finetuning=finetuning,
+                  device_crops=make_device_crops(dataset, device, train_cfg.get("device_crops", "auto")))
     resume = session.get_checkpoint_dir()
     if resume is not None:
         state = load_checkpoint_state(resume)
@@ -264,7 +267,12 @@ def train_epoch(t: Trial, epoch: int, max_steps: int | None = None) -> torch.Ten
     if t.sampler is not None:
         t.sampler.set_epoch(epoch)
     sums = torch.zeros(len(t.names) + 1, device=t.device)
-    for step, (inputs, targets) in enumerate(t.loader):
+    if t.device_crops is not None:  # the sampler gives this worker's shard, as it does to the loader
+        indices = list(t.sampler) if t.sampler is not None else range(len(t.dataset))
+        batches = t.device_crops.batches(epoch, indices, t.batch_size)
+    else:
+        batches = t.loader
+    for step, (inputs, targets) in enumerate(batches):
         if max_steps is not None and step >= max_steps:
             break
         if t.first_step_at is None:
