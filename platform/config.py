@@ -122,7 +122,7 @@ SCHEMA: dict[str, Any] = {
                        check=lambda v: "must be >= 2 (or null)" if v < 2 else None,
                        doc="k-fold cross-validation: the items are dealt into this many folds"),
         "fold": Field((int,), default=0, check=_non_negative,
-                      doc="the validation fold (0..folds-1); search it with {grid: [0, ..., k-1]} to score folds"),
+                      doc="the validation fold (0..folds-1); search.repeat: {over: fold, k} scores the mean over folds"),
         "split_seed": Field((int,), default=0, searchable=False, doc="seed of val_fraction / k-fold draws"),
         "transfer": Field((str, dict), default="identity", searchable=False,
                           doc="stored values -> network [0, 1]: identity, linear, srgb, log or {name: ..., options}"),

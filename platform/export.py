@@ -140,7 +140,9 @@ def prepare(model: nn.Module, config: dict, tlc: bool = True) -> tuple[ExportMod
     if tlc and apply_tlc(model, config):
         min_side = max(min_side, max(model.tlc["base_size"]))
     module = ExportModule(model, kind, size_multiple(model), task_attr(config, "output_range", (-1.0, 1.0)))
-    return module, min_side
+    # eval(): the exporters run the module in its own mode, and a module starts in training mode
+    # (BatchNorm would use batch statistics and dropout would be on in the graph and the check).
+    return module.eval(), min_side
 
 
 def _trace_input(module: ExportModule, min_side: int, channels: int) -> torch.Tensor:
@@ -257,7 +259,7 @@ def quantize_int8(src: Path, dest: Path) -> Path:
     return dest
 
 
-def export(model: str, fmt: str, output: str | Path, *, quantize: str | None = None, image: str | Path | None = None,
+def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: str | None = None, image: str | Path | None = None,
            target: str | Path | None = None, tlc: bool = True, opset: int = DEFAULT_OPSET,
            overwrite: bool = False, report=print) -> ExportReport:
     """Everything ``python -m platform.export`` does."""
@@ -269,7 +271,7 @@ def export(model: str, fmt: str, output: str | Path, *, quantize: str | None = N
         raise ConfigError(f"--quantize {quantize!r} is not supported; use int8.")
     if quantize and fmt != "onnx":
         raise ConfigError("--quantize int8 is ONNX Runtime's dynamic quantisation: use it with --format onnx.")
-    output = Path(output)
+    output = Path(output) if output else default_output(model, fmt, quantize)
     if output.exists() and not overwrite:
         raise UserError(f"--output {output} already exists; nothing was written. Pass --overwrite to replace it.")
     if output.is_dir():
@@ -297,12 +299,21 @@ def export(model: str, fmt: str, output: str | Path, *, quantize: str | None = N
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "model.onnx" if quantize else output
-        if fmt == "onnx":
-            names = export_onnx(module, fp32, channels, min_side, metadata, opset)
-            got = run_onnx(fp32, img)
-        else:
-            names = export_torchscript(module, fp32, channels, min_side, metadata)
-            got = run_torchscript(fp32, img)
+        try:
+            if fmt == "onnx":
+                names = export_onnx(module, fp32, channels, min_side, metadata, opset)
+                got = run_onnx(fp32, img)
+            else:
+                names = export_torchscript(module, fp32, channels, min_side, metadata)
+                got = run_torchscript(fp32, img)
+        except (UserError, OSError):
+            raise
+        except Exception as exc:  # an operator the exporter cannot express: say which and what to try
+            other = "torchscript" if fmt == "onnx" else "onnx"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise UserError(f"{model}: the {config_arch(loaded.config)} network could not be exported to {fmt} "
+                            f"({type(exc).__name__}: {first}). Nothing was written. Try --format {other}, or "
+                            "serve the registered MLflow model instead (mlflow models serve).") from exc
         want = run_torch(module, img)
         diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
         result = ExportReport(output, fmt, diff, img.shape[:2], min_side, names)
@@ -329,11 +340,30 @@ def export(model: str, fmt: str, output: str | Path, *, quantize: str | None = N
     return result
 
 
+def config_arch(config: dict) -> str:
+    return str((config.get("model") or {}).get("architecture", "model"))
+
+
+def default_output(model: str, fmt: str, quantize: str | None) -> Path:
+    """``<name>.onnx`` / ``<name>.int8.onnx`` / ``<name>.pt`` in the current folder, named after the
+    registered model (``models:/NAME@ALIAS`` -> ``NAME-ALIAS``) or the checkpoint folder."""
+    import re
+
+    if model.startswith(("models:/", "runs:/")):
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", model.split(":/", 1)[1]).strip("-")
+    else:
+        stem = Path(model).name if Path(model).name not in ("state.pt", "weights.pt") else Path(model).parent.name
+        stem = Path(stem).stem if stem.endswith(".pt") else stem
+    suffix = (".int8.onnx" if quantize else ".onnx") if fmt == "onnx" else ".pt"
+    return Path(f"{stem or 'model'}{suffix}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m platform.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="models:/NAME@ALIAS, runs:/RUN_ID/model or a checkpoint")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--output", type=Path, default=None,
+                   help="file to write (default: named after the model, e.g. nafnet_fewshot-champion.onnx)")
     p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime dynamic int8 (CPU)")
     p.add_argument("--image", type=Path, default=None, help="check image (default: a photo from scikit-image)")
     p.add_argument("--target", type=Path, default=None, help="ground truth of --image, for the int8 PSNR cost")

@@ -116,3 +116,56 @@ def test_export_refuses_bad_requests(ckpt, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "already exists" in err and "use it with --format onnx" in err and "neither an MLflow model URI" in err
     assert "Traceback" not in err
+
+
+def test_batchnorm_network_is_exported_and_checked_in_eval_mode(tmp_path, monkeypatch):
+    """A U-Net (BatchNorm) with non-trivial running statistics: the graph and the PyTorch check
+    both use them (a module left in training mode would normalise with batch statistics)."""
+    import copy
+
+    config = copy.deepcopy(tiny_config(crop=64))
+    config["model"] = {"architecture": "unet", "size": "small", "options": {"base_filters": 8}}
+    torch.manual_seed(0)
+    from platform.train.loop import build_model
+
+    model = build_model(config)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    save_checkpoint(tmp_path / "unet", model.eval(), config)
+    monkeypatch.chdir(tmp_path)
+    report = export(str(tmp_path / "unet"), "onnx", report=lambda *_: None)
+    assert report.path.name == "unet.onnx"
+    assert report.max_abs_diff < 1e-4
+    img = astronaut((160, 192))
+    got = _session(tmp_path / "unet.onnx").run(None, {"image": _nchw(img)})[0][0].transpose(1, 2, 0)
+    want = Predictor(model.eval(), config, "cpu", InferenceOptions()).run(img)["image"]
+    assert float(np.abs(got - want).max()) < 1e-4
+
+
+def test_default_output_names_follow_the_model():
+    from pathlib import Path
+
+    from platform.export import default_output
+
+    assert default_output("models:/nafnet_fewshot@champion", "onnx", None) == Path("nafnet_fewshot-champion.onnx")
+    assert default_output("models:/nafnet_fewshot/3", "onnx", "int8") == Path("nafnet_fewshot-3.int8.onnx")
+    assert default_output("runs/trial_1/checkpoint_000004", "torchscript", None) == Path("checkpoint_000004.pt")
+    assert default_output("ckpt/state.pt", "onnx", None) == Path("ckpt.onnx")
+
+
+def test_an_operator_the_exporter_cannot_express_is_a_clear_error(ckpt, tmp_path, monkeypatch, capsys):
+    import platform.export as ex
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("SymbolicValueError: Unsupported: ONNX export of operator adaptive_avg_pool2d")
+
+    monkeypatch.setattr(ex, "export_onnx", fail)
+    folder, _ = ckpt
+    out = tmp_path / "x.onnx"
+    assert main(["--model", str(folder), "--format", "onnx", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "could not be exported to onnx" in err and "adaptive_avg_pool2d" in err and "--format torchscript" in err
+    assert "Traceback" not in err and not out.exists()

@@ -76,7 +76,7 @@ def test_presets_use_the_official_configs(preset):
         model = create(preset)
     assert _shapes(model) == official_layout(*official)
     assert model.size_multiple == 16
-    assert MODELS.meta(preset)["pretrained_key"].startswith("nafnet/NAFNet-")
+    assert MODELS.meta(preset)["pretrained_key"].startswith("layer_2/nafnet/NAFNet-")
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -100,8 +100,8 @@ def test_strict_load_of_params_checkpoint(tmp_path):
 
 def test_pretrained_preset_loads_from_the_store(tmp_path, monkeypatch):
     src = _randomize(create("nafnet-gopro-width32"), seed=2)
-    (tmp_path / "nafnet").mkdir()
-    torch.save({"params": src.state_dict()}, tmp_path / "nafnet" / "NAFNet-GoPro-width32.pth")
+    (tmp_path / "layer_2" / "nafnet").mkdir(parents=True)
+    torch.save({"params": src.state_dict()}, tmp_path / "layer_2" / "nafnet" / "NAFNet-GoPro-width32.pth")
     monkeypatch.setenv("PLATFORM_PRETRAINED_DIR", str(tmp_path))
     model = create("nafnet-gopro-width32", pretrained=True)
     assert torch.equal(model.state_dict()["encoders.3.27.sca.1.weight"], src.state_dict()["encoders.3.27.sca.1.weight"])

@@ -370,3 +370,27 @@ def test_public_config_is_safe_for_mlflow(env):
     assert scrub_url(f"http://{KEY_ID}:{SECRET}@minio:9000/x") == "http://minio:9000/x"
     register_secrets([KEY_ID, SECRET])
     assert scrub(f"key {KEY_ID} secret={SECRET} X-Amz-Signature=abc123&x=1") == "key *** secret=*** X-Amz-Signature=***&x=1"
+
+
+def test_official_nafnet_release_uploaded_as_documented_loads_strictly_by_preset(s3, env, monkeypatch):
+    """A release in the official format (`{"params": ...}`), uploaded with the README's command
+    (`--group layer_2 --arch nafnet --state-dict-key params`) to the S3 store, is what
+    `create(preset, pretrained=True)` pulls and loads strictly: every tensor, bit for bit."""
+    import torch
+
+    from platform.models import MODELS, create
+
+    torch.manual_seed(3)
+    release = create("nafnet-gopro-width32")
+    for p in release.parameters():
+        p.data.normal_()
+    path = env / "NAFNet-GoPro-width32.pth"
+    torch.save({"params": release.state_dict()}, path)
+    key = _upload(s3, path, extra=["--state-dict-key", "params", "--licence", "MIT"])
+    assert key == MODELS.meta("nafnet-gopro-width32")["pretrained_key"]
+    monkeypatch.setenv("PLATFORM_PRETRAINED_STORE", s3["url"])
+    monkeypatch.setenv("PLATFORM_PRETRAINED_ENDPOINT", s3["server"].endpoint)
+    model = create("nafnet-gopro-width32", pretrained=True, tlc=False)
+    state = model.state_dict()
+    assert state.keys() == release.state_dict().keys() and len(state) > 300
+    assert all(torch.equal(state[k], v) for k, v in release.state_dict().items())

@@ -109,7 +109,7 @@ def test_architecture_battle_quick_pits_every_architecture(tmp_cwd):
 
     out = run_search(SearchOptions("architecture_battle", quick=True, promote=False))
     archs = sorted(r["model.architecture"] for r in out.rows)
-    assert archs == ["attention_unet", "convnext_unet", "mambair", "nafnet", "swinir"]
+    assert archs == ["attention_unet", "convnext_unet", "mambair", "nafnet", "swinir", "unet"]
     assert all(r["stop"] == "completed" or r["stop"].startswith("early-stopped") for r in out.rows), out.rows
     assert all(np.isfinite(r["val_psnr"]) and r["val_psnr"] > 5 for r in out.rows), out.rows
 

@@ -281,6 +281,9 @@ def test_packing_sizes_gpu_share_from_the_estimate_and_after_an_oom():
     frac = packer(small).required_resources["GPU"]
     assert frac == pytest.approx(math.ceil(1.25 / 3 * 20 - 1e-9) / 20)
     assert frac * 3 > 1  # three of these are never placed on one GPU
+    # search.repeat runs k trainers at once in the trial: k times the memory on its share.
+    repeated = {**small, "_run": {"repeat": {"over": "seed", "k": 2}}}
+    assert packer(repeated).required_resources["GPU"] == pytest.approx(math.ceil(2 * 1.25 / 3 * 20 - 1e-9) / 20)
     packer.record_oom(small)
     assert packer(small).required_resources["GPU"] == 1.0
     assert TrialResources("unit-pack-ddp", {**res, "workers": 2}, {}, torch_trainer=True)(small).required_resources \

@@ -130,3 +130,13 @@ def test_in_process_and_torch_trainer_trials_report_identical_metrics(tmp_cwd):
     assert list(auto["epoch"]) == list(train["epoch"]) == [1, 2]
     for column in ("train_loss", "val_psnr", "val_ssim"):
         assert auto[column].tolist() == pytest.approx(train[column].tolist(), rel=1e-6, abs=1e-7), column
+
+
+def test_precision_resolves_to_what_the_device_runs_well():
+    from platform.train.loop import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"  # CPU bf16 autocast (tested above)
+    assert resolve_precision("fp16", cpu) == "fp32"  # fp16 autocast and its gradient scaler are CUDA's
+    assert resolve_precision("fp32", cpu) == "fp32"

@@ -327,8 +327,10 @@ OFFICIAL_TRAIN_SIZE = (256, 256)
 
 
 def pretrained_key(preset: str) -> str:
-    """Store key of an official checkpoint, e.g. ``nafnet/NAFNet-SIDD-width64.pth``."""
-    return f"nafnet/{NAFNET_PRESETS[preset]['file']}"
+    """Store key of an official checkpoint where the user's store keeps it (``layer_2/nafnet/``,
+    where ``python -m platform.pretrained upload FILE --group layer_2 --arch nafnet`` puts it),
+    e.g. ``layer_2/nafnet/NAFNet-SIDD-width64.pth``."""
+    return f"layer_2/nafnet/{NAFNET_PRESETS[preset]['file']}"
 
 
 def _build(cfg: dict[str, Any], in_channels: int, out_channels: int, drop_out_rate: float | None) -> NAFNet:

@@ -141,6 +141,19 @@ def check_combination(spec: SearchSpec, model) -> None:
     if sched in ("pbt", "bohb") and model.conditional:
         raise ConfigError(f"{spec.source}: scheduler {sched} cannot search a conditional space (switch/optional); "
                           "use scheduler asha or hyperband with the optuna or random searcher.")
+    ddp = uses_torch_trainer(spec["resources"])
+    if sched == "pbt" and ddp:
+        raise ConfigError(f"{spec.source}: scheduler pbt exploits other trials' checkpoints, which TorchTrainer trials "
+                          "(resources.workers > 1 or mode: train) keep inside Ray Train; use asha or hyperband for "
+                          "DDP trials, or PBT with single-worker trials.")
+    if s["cost"]["metric"] != "none" and ddp:
+        raise ConfigError(f"{spec.source}: search.cost.metric {s['cost']['metric']} is measured by single-worker "
+                          "trials; with resources.workers > 1 (or mode: train) set it to none.")
+    budget = s["budget"]
+    if budget["usd"] is not None and not (budget["price_per_gpu_hour"] or budget["price_per_cpu_hour"]):
+        raise ConfigError(f"{spec.source}: search.budget.usd is {budget['usd']} but price_per_gpu_hour and "
+                          "price_per_cpu_hour are both 0, so nothing would ever be spent; give the prices of your "
+                          "instances (e.g. price_per_gpu_hour: 1.006 for a g5.xlarge).")
     if sched == "bohb" and sea != "optuna":
         log.warning("scheduler bohb brings its own searcher (TuneBOHB); search.searcher %r is ignored", sea)
     if s["cost"]["optimize"] and s["cost"]["metric"] == "none":
@@ -544,8 +557,11 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             run_config=tune.RunConfig(
                 name=run_name, storage_path=storage, callbacks=callbacks, stop=stopper, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0),  # a NaN/OOM trial would fail the same way again
-                # Retention is done by the tracking callback (best N + latest, registry-protected).
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None, checkpoint_score_attribute=metric,
+                # On local storage retention is done by the tracking callback (best N + latest,
+                # registry-protected); on remote storage (s3://...) Tune keeps the best N itself (plus
+                # the latest, which Ray never deletes).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if "://" not in storage else keep_best,
+                                                        checkpoint_score_attribute=metric,
                                                         checkpoint_score_order=mode)),
         )
     log.info("search %r: %d trials of up to %d epochs, %s + %s, experiment %s, MLflow %s (parent run %s)",

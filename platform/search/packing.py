@@ -223,7 +223,10 @@ class TrialResources:
         est = self.estimate(config)
         if est is None:
             return requested
-        need = float(self.resources.get("memory_headroom", 1.25)) * est.bytes / self.gpu_memory
+        # search.repeat runs k trainers at once inside the trial, on the same GPU share.
+        repeat = config.get("_run", {}).get("repeat") or {}
+        k = int(repeat.get("k", 1)) if repeat.get("over", "none") != "none" else 1
+        need = float(self.resources.get("memory_headroom", 1.25)) * k * est.bytes / self.gpu_memory
         if need > 1:
             log.warning("a trial needs ~%.1f GiB, more than one GPU (%.1f GiB); it gets a whole GPU and may still "
                         "run out of memory (lower task.batch_size or task.crop)", est.gib, self.gpu_memory / 2**30)

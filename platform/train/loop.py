@@ -51,12 +51,16 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
+    """``train.precision`` on this device: ``auto`` is bf16 where the GPU has bf16 units (Ampere and
+    later; emulated bf16 on older GPUs is slower than fp32), fp32 elsewhere; an explicit bf16 on an
+    older GPU becomes fp16, which the trainer runs with a gradient scaler."""
+    native_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
     if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp32"
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "bf16" if native_bf16 else "fp32"
+    if name == "bf16" and device.type == "cuda" and not native_bf16:
         return "fp16"
+    if name == "fp16" and device.type != "cuda":
+        return "fp32"  # fp16 autocast is a CUDA feature; CPUs train in fp32 (or bf16)
     return name
 
 
@@ -153,6 +157,7 @@ class Trial:
     start_epoch: int = 0
     finetuning: Finetuning | None = None  # set when the trial starts from pretrained weights
     device_crops: DeviceCrops | None = None  # crops cut on the GPU instead of by the loader
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
     first_step_at: float | None = None  # wall-clock time of the first training step (start-up benchmark)
 
 
@@ -211,7 +216,8 @@ def build_trial(config: dict, session: Session) -> Trial:
     trial = Trial(config, session, task, dataset, sampler, loader, model, criterion, optimizer, scheduler, device,
                   precision, channels_last, params, opt_cfg.get("grad_clip"), list(criterion.weights), batch_size,
                   steps_per_epoch, epochs, finetuning=finetuning,
-                  device_crops=make_device_crops(dataset, device, train_cfg.get("device_crops", "auto")))
+                  device_crops=make_device_crops(dataset, device, train_cfg.get("device_crops", "auto")),
+                  scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None)
     resume = session.get_checkpoint_dir()
     if resume is not None:
         state = load_checkpoint_state(resume)
@@ -250,10 +256,18 @@ def train_step(t: Trial, inputs, targets) -> tuple[torch.Tensor, dict[str, torch
         outputs = t.model(inputs)
         total, parts = t.criterion(outputs, targets)
     t.optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    if t.grad_clip:
-        torch.nn.utils.clip_grad_norm_(t.params, float(t.grad_clip))
-    t.optimizer.step()
+    if t.scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+        t.scaler.scale(total).backward()
+        t.scaler.unscale_(t.optimizer)
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(t.params, float(t.grad_clip))
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    else:
+        total.backward()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(t.params, float(t.grad_clip))
+        t.optimizer.step()
     t.scheduler.step()
     return total, parts
 
