@@ -129,3 +129,23 @@ def test_every_shipped_space_validates_full_and_quick(path):
             assert a in models.available(), (path.name, a)
         if quick:
             assert spec["resources"]["gpus_per_worker"] == 0 and spec["train"]["epochs"] <= 6
+
+
+def test_set_overrides_are_dotted_yaml_values_applied_after_quick():
+    from platform.search.__main__ import parse_overrides
+
+    sets = parse_overrides(["resources.gpus_per_worker=0.25", "search.max_concurrent=4",
+                            "optimizer.lr={loguniform: [1.0e-4, 1.0e-3]}", "task.augment.hflip=0"])
+    assert sets == {"resources": {"gpus_per_worker": 0.25}, "search": {"max_concurrent": 4},
+                    "optimizer": {"lr": {"loguniform": [1.0e-4, 1.0e-3]}}, "task": {"augment": {"hflip": 0}}}
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=sets)
+    assert spec["resources"]["gpus_per_worker"] == 0.25 and spec["search"]["max_concurrent"] == 4
+    for bad in ("resources.gpus_per_worker", "=3", "a..b=1", "x=[1, 2"):
+        with pytest.raises(ConfigError, match="--set"):
+            parse_overrides([bad])
+
+
+def test_set_with_an_unknown_key_is_a_clear_cli_error():
+    r = subprocess.run([sys.executable, "-m", "platform.search", "nafnet_fewshot", "--quick",
+                        "--set", "resources.gpus_per_workr=0.5"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "gpus_per_workr" in r.stderr and "Traceback" not in r.stderr

@@ -29,8 +29,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="EXPERIMENT",
                    help="continue a crashed or interrupted search: the newest one of this space under --storage, "
                         "or the given experiment folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one value of the space after --quick, e.g. --set resources.gpus_per_worker=0.25 "
+                        "or --set 'optimizer.lr={loguniform: [1e-4, 1e-3]}' (VALUE is YAML; repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["a.b=1", "c=[x, y]"]`` -> ``{"a": {"b": 1}, "c": ["x", "y"]}`` (values parsed as YAML)."""
+    import yaml
+
+    from platform.errors import ConfigError
+
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. "
+                              "--set resources.gpus_per_worker=0.25.")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]}).") from None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} was already given a value.")
+        node[parts[-1]] = value
+    return out
 
 
 @cli_main
@@ -44,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
         raise ConfigError(f"--max-trials is {args.max_trials}; give a number >= 1.")
     run_search(SearchOptions(space=args.space, quick=args.quick, data=args.data, max_trials=args.max_trials,
+                             overrides=parse_overrides(args.overrides),
                              experiment=args.experiment, address=args.address, storage=args.storage,
                              promote=not args.no_promote, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                              resume=args.resume))
