@@ -685,3 +685,47 @@ def test_ray_job_submit_with_working_dir_runs_a_search(token_head, tmp_path):
                              "env_vars": env_vars})
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     assert "version 1 of `job_wd_tiny` is now `champion`" in logs, logs[-5000:]
+
+
+# --------------------------------------------------------------------------- 6. NaN in a DDP trial
+@pytest.mark.slow
+def test_nan_loss_in_a_ddp_run_ends_it_at_once_without_a_restart(local_ray, tmp_path):
+    """Ray Train restarts a worker group after any worker error (FailureConfig); a NaN loss would
+    come back the same way. The workers end the run instead and hand the error to the trial:
+    the run succeeds on its first attempt (no restart), rank 0 returns the NaN, and the Tune
+    trial's code re-raises it as NonFiniteLossError."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from platform.train.loop import NonFiniteLossError
+    from trainables.fewshot import train_loop_per_worker
+
+    config = _trial_config(optimizer={"lr": 1.0e6}, train={"epochs": 3, "max_failures": 2})
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1}),
+        run_config=ray.train.RunConfig(name="nan-ddp", storage_path=str(tmp_path),
+                                       failure_config=ray.train.FailureConfig(max_failures=2)))
+    result = trainer.fit()
+    assert result.error is None
+    assert result.return_value["fatal"] == "nan-loss"
+    assert "training loss became nan at epoch 1" in result.return_value["message"]
+    assert result.checkpoint is None  # stopped in epoch 1: nothing reported, nothing restarted from
+
+    # The trial's side: the same return value becomes the error the driver classifies as nan-loss.
+    import trainables.fewshot as fewshot
+
+    class FakeTrainer:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def fit(self):
+            return result
+
+    ctx = type("Ctx", (), {"get_experiment_name": lambda self: "x", "get_trial_id": lambda self: "t"})()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ray.train.torch.TorchTrainer", FakeTrainer)
+        mp.setattr("ray.tune.get_context", lambda: ctx)
+        mp.setattr("ray.tune.integration.ray_train.TuneReportCallback", lambda: ray.train.UserCallback())
+        with pytest.raises(NonFiniteLossError, match="at epoch 1"):
+            fewshot._run_torch_trainer(config, {"workers": 2}, {})

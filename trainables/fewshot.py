@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from platform.train.loop import train_loop
+from platform.train.loop import NonFiniteLossError, train_loop
 from platform.train.session import RayTrainSession, TuneSession
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,21 @@ def uses_torch_trainer(resources: dict) -> bool:
     return mode == "train" or (mode == "auto" and int(resources.get("workers", 1)) > 1)
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train worker entry point."""
+def train_loop_per_worker(config: dict) -> dict | None:
+    """Ray Train worker entry point.
+
+    A NaN/Inf loss is detected on all-reduced losses, so every rank stops at the same epoch.
+    Raised, it would make Ray Train restart the worker group from the last checkpoint into the
+    same NaN (``FailureConfig`` retries any worker error): the run ends normally instead and
+    hands the error to the Tune trial as rank 0's return value, which re-raises it there.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    train_loop(config, RayTrainSession())
+    try:
+        train_loop(config, RayTrainSession())
+    except NonFiniteLossError as exc:
+        log.error("%s", exc)
+        return {"fatal": "nan-loss", "message": str(exc)}
+    return None
 
 
 # --------------------------------------------------------------------------- cost
@@ -152,4 +163,7 @@ def _run_torch_trainer(config: dict, resources: dict, run: dict) -> None:
             ),
         ),
     )
-    trainer.fit()
+    result = trainer.fit()
+    fatal = getattr(result, "return_value", None)
+    if isinstance(fatal, dict) and fatal.get("fatal") == "nan-loss":
+        raise NonFiniteLossError(fatal["message"])
