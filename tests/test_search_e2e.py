@@ -50,6 +50,20 @@ def test_search_tracks_registers_and_guards_the_champion(tmp_cwd):
             assert client.get_metric_history(child.info.run_id, comp), comp
         assert "stop_reason" in child.data.tags
         assert child.data.params["optimizer.lr"]
+    # No LPIPS trunk on this machine: said once on the parent run, and every trial ran with λ = 0.
+    parent = client.get_run(out.parent_run_id)
+    assert "alexnet-owt-7be5be79.pth" in parent.data.tags["lpips_unavailable"]
+    assert {float(c.data.params["loss.lpips"]) for c in children} == {0.0}
+    # TensorBoard has the same per-component scalars as MLflow, per trial.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_dirs = {f.parent for f in (tmp_cwd / "mlruns" / "tensorboard").rglob("events.out.tfevents.*")}
+    assert len(event_dirs) == 4, event_dirs
+    for folder in event_dirs:
+        acc = EventAccumulator(str(folder))
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        assert {"train_loss", "train_loss/l1", "train_loss/laplacian", "train_loss/ssim", "val_psnr"} <= tags, tags
     best_child = client.get_run(out.best["run_id"])
     artifacts = [a.path for a in client.list_artifacts(best_child.info.run_id, "validation")]
     assert artifacts and all(p.endswith(".png") for p in artifacts)

@@ -376,3 +376,40 @@ def test_grafana_dashboard_plots_the_metrics_the_driver_exports():
     assert used and used <= exported and exported <= used | {"ray_platform_search_gpu_hours"}
     assert any("ray_node_gpus_utilization" in e for e in exprs)  # Ray's own metrics beside ours
     assert {v["name"] for v in dash["templating"]["list"]} >= {"search", "DS_PROMETHEUS"}
+
+
+# --------------------------------------------------------------------------- progress and summary
+def test_progress_reports_running_finished_best_and_eta(caplog, monkeypatch):
+    import logging
+    from types import SimpleNamespace
+
+    from platform.search import driver
+
+    clock = iter([0.0, 30.0, 30.0, 60.0, 60.0])  # start, result, its log line, done, its log line
+    monkeypatch.setattr(driver.time, "monotonic", lambda: next(clock))
+    caplog.set_level(logging.INFO, logger="platform.search")
+    p = driver.ProgressReporter(total=4, metric="val_psnr", mode="max", concurrency=2, min_interval_s=0)
+    a, b = SimpleNamespace(trial_id="a", status="RUNNING"), SimpleNamespace(trial_id="b", status="RUNNING")
+    p.result([a, b], a, {"epoch": 1, "val_psnr": 20.5})          # t = 30 s
+    b.status = "TERMINATED"
+    p.done([a, b], b, "finished")                                # t = 60 s: 1 of 4 done
+    lines = [r.getMessage() for r in caplog.records]
+    assert "[trial a epoch 1: val_psnr=20.500] trials: 2 running, 0/4 finished, best val_psnr 20.500 (trial a)" \
+        in lines[0] and "elapsed 0m30s" in lines[0]
+    assert "[trial b finished] trials: 1 running, 1/4 finished" in lines[1]
+    assert lines[1].endswith("elapsed 1m00s, ETA ~3m00s")  # 60 s per finished trial x 3 left
+
+
+def test_summary_table_has_the_searched_values_epochs_metrics_and_stop_reason():
+    from platform.search.driver import format_table
+
+    rows = [{"trial": "t1", "optimizer.lr": 0.001, "loss.l1": 0.75, "epochs": 6, "val_psnr": 22.41234,
+             "val_ssim": 0.7412, "stop": "completed"},
+            {"trial": "t2", "optimizer.lr": 0.01, "loss.l1": 0.5, "epochs": 2, "val_psnr": None,
+             "val_ssim": None, "stop": "failed (nan-loss): training loss became nan at epoch 2"}]
+    lines = format_table(rows, "val_psnr").splitlines()
+    assert lines[0].split() == ["trial", "optimizer.lr", "loss.l1", "epochs", "val_psnr", "val_ssim", "stop"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].split()[:7] == ["t1", "0.001", "0.75", "6", "22.41", "0.7412", "completed"]
+    assert lines[3].split()[:6] == ["t2", "0.01", "0.5", "2", "-", "-"] and "failed (nan-loss)" in lines[3]
+    assert format_table([], "val_psnr") == "(no trials)"
