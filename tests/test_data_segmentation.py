@@ -15,7 +15,7 @@ from platform.data.segmentation import (
     load_mattes,
     load_segmentation,
 )
-from platform.errors import DataError
+from platform.errors import ConfigError, DataError
 from platform.tasks import create as create_task
 
 RNG = np.random.default_rng(3)
@@ -169,3 +169,14 @@ def test_mattes_load_and_check(tmp_path):
     write_array(tmp_path / "alpha" / "b.png", np.zeros((20, 23, 1), np.uint8))
     with pytest.raises(DataError, match="alpha/b.png is 23x20"):
         load_mattes(tmp_path)
+
+
+@pytest.mark.parametrize("task", ["segmentation", "matting"])
+def test_image_to_image_only_options_are_refused_for_masks_and_mattes(task):
+    from platform.tasks import create
+
+    data = "sample:damage" if task == "segmentation" else "sample:matte"
+    with pytest.raises(ConfigError, match="only img2img applies a transfer function"):
+        create(task, {"data": data, "crop": 32, "transfer": {"name": "log", "max_value": 16}}, seed=0)
+    with pytest.raises(ConfigError, match="task.alpha is keep"):
+        create(task, {"data": data, "crop": 32, "alpha": "keep"}, seed=0)

@@ -100,3 +100,18 @@ def test_img2img_validates_sequences_with_flicker(tmp_path):
     # Another worker reports 0 flicker and only its share of the still frames.
     other = task.validate(_Shift(), torch.device("cpu"), rank=1, world_size=2)
     assert other.sums["val_flicker"] == 0.0 and other.count == 0
+
+
+def test_validation_sequences_are_checked_when_the_task_is_built(tmp_path):
+    from platform.tasks import create
+
+    for sub in ("input", "target"):
+        write_array(tmp_path / sub / "a.png", RNG.integers(0, 256, size=(20, 20, 3), dtype=np.uint8))
+    base = {"data": str(tmp_path), "crop": 8, "crops_per_epoch": 2, "val_holdout": 0}
+    with pytest.raises(DataError, match=r"task.val_sequence\[0\].input: plate.mov does not exist"):
+        create("img2img", {**base, "val_sequence": {"input": "plate.mov", "target": "graded.mov"}}, seed=0)
+    write_frames(tmp_path / "seq_in", [RNG.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)] * 2)
+    write_frames(tmp_path / "seq_tgt", [RNG.integers(0, 256, size=(16, 24, 3), dtype=np.uint8)] * 2)
+    task = create("img2img", {**base, "val_sequence": {"input": "seq_in", "target": "seq_tgt"}}, seed=0)
+    with pytest.raises(DataError, match="frame 0: input is 16x16x3 but target"):
+        task.check_sequences()  # what the search driver runs before Ray starts

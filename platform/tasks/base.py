@@ -105,3 +105,19 @@ def predict_full(model: torch.nn.Module, x: torch.Tensor, precision: str, config
         with inference.autocast_for(x.device, precision):
             y = inference.pad_forward(model, x)
         return {k: v.float() for k, v in y.items()} if isinstance(y, dict) else y.float()
+
+
+def require_rgb_display_images(config: dict, task: str) -> None:
+    """Segmentation and matting networks take 3-channel display-referred images: say so when the
+    space asks for what only the image-to-image task does (a transfer function, RGBA inputs)."""
+    from platform.errors import ConfigError
+
+    transfer = config.get("transfer", "identity")
+    name = transfer.get("name") if isinstance(transfer, dict) else transfer
+    if name not in (None, "identity"):
+        raise ConfigError(f"task.transfer is {name!r}, but the {task} task reads images as display-referred [0, 1] "
+                          "values; only img2img applies a transfer function. Convert linear EXR/TIFF inputs to a "
+                          "display encoding first, or remove task.transfer.")
+    if config.get("alpha") == "keep":
+        raise ConfigError(f"task.alpha is keep, but {task} networks take 3-channel images; use drop or composite "
+                          "(or error, the default, to be told about every image with an alpha channel).")

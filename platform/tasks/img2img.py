@@ -115,6 +115,12 @@ class Img2ImgTask:
                 x, y = downscale(x, max_side), downscale(y, max_side)
             yield p.name, x, y
 
+    def check_sequences(self) -> None:
+        """Read the first frame pair of every validation sequence (the driver calls this before any
+        trial starts, so an unreadable video or mismatched sizes fail once, not in every trial)."""
+        for spec in self.sequences:
+            next(iter(self.sequence_frames({**spec, "max_frames": 1})), None)
+
     def sequence_frames(self, spec: dict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(input, target) float frames of one validation sequence, one pair at a time."""
         from platform.data.video import iter_frames
@@ -222,6 +228,9 @@ def _sequence_specs(value, folder) -> list[dict]:
             p = Path(str(s[key])).expanduser()
             if not p.is_absolute():
                 p = (Path(folder) / p) if (Path(folder) / p).exists() else p.resolve()
+            if not p.exists():
+                raise DataError(f"task.val_sequence[{i}].{key}: {s[key]} does not exist (looked in the data folder "
+                                f"{folder} and in {Path.cwd()}); give a video file or a folder of numbered frames.")
             s[key] = p
         out.append(s)
     return out

@@ -20,7 +20,8 @@ from platform.data.paired import CropDataset, from_model_range, to_model_range
 from platform.data.samples import resolve_data
 from platform.data.segmentation import load_mattes
 from platform.tasks import register_task
-from platform.tasks.base import ValResult, downscale, make_grid, option, predict_full, split_items, with_offline_copies
+from platform.tasks.base import (ValResult, downscale, make_grid, option, predict_full, require_rgb_display_images,
+                                 split_items, with_offline_copies)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class MattingTask:
     metric_names = ("val_sad", "val_mse", "val_grad", "val_sad_unknown")
 
     def __init__(self, config: dict, seed: int = 0):
+        require_rgb_display_images(config, "matting")
         self.config = config
         self.seed = seed
         self.folder = resolve_data(config["data"])

@@ -32,7 +32,8 @@ from platform.data.samples import resolve_data
 from platform.data.segmentation import ClassSpec, hierarchical_targets, load_segmentation
 from platform.errors import ConfigError
 from platform.tasks import register_task
-from platform.tasks.base import ValResult, downscale, make_grid, option, predict_full, split_items, with_offline_copies
+from platform.tasks.base import (ValResult, downscale, make_grid, option, predict_full, require_rgb_display_images,
+                                 split_items, with_offline_copies)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class SegmentationTask:
     hierarchical = False
 
     def __init__(self, config: dict, seed: int = 0):
+        require_rgb_display_images(config, "segmentation")
         self.config = config
         self.seed = seed
         self.folder = resolve_data(config["data"])
