@@ -74,6 +74,11 @@ def test_size_mismatch_and_small_images(tmp_path):
     write_image(tmp_path / "target" / "a.png", np.zeros((40, 50, 3)))
     with pytest.raises(DataError, match="smaller than the crop"):
         CropDataset(load_pairs(tmp_path), crop=64, length=4)
+    from platform.tasks import create
+
+    task = create("img2img", {"data": str(tmp_path), "crop": 64, "crops_per_epoch": 4, "val_holdout": 0}, seed=0)
+    with pytest.raises(DataError, match=f"image {tmp_path}/input/a is 50x40, smaller than the crop size 64"):
+        task.train_dataset()
 
 
 def test_crops_are_deterministic_paired_and_sharded(tmp_path):

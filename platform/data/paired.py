@@ -158,12 +158,12 @@ class CropDataset(Dataset):
     ``task.augment``); without it, the historical flips/rotate-90 with the given
     probabilities. ``target_kind``: ``"image"`` (img2img), ``"mask"`` (labels) or ``"alpha"``.
     ``target_transform``: applied to the augmented target crop (e.g. fine labels -> a dict of
-    hierarchical levels); it must return tensors.
+    hierarchical levels); it must return tensors. ``where``: the images' folder, for messages.
     """
 
     def __init__(self, pairs: list[Pair], crop: int, length: int, seed: int = 0,
                  hflip: float = 0.5, vflip: float = 0.5, rotate90: float = 0.5, augment=None,
-                 target_kind: str = "image", target_transform=None):
+                 target_kind: str = "image", target_transform=None, where: str | Path | None = None):
         from platform.data.augment import PairedAugment
 
         if not pairs:
@@ -171,7 +171,8 @@ class CropDataset(Dataset):
         for p in pairs:
             h, w = p.shape
             if h < crop or w < crop:
-                raise DataError(f"image {p.name} is {w}x{h}, smaller than the crop size {crop}; lower task.crop "
+                name = f"{where}/{p.name}" if where else p.name
+                raise DataError(f"image {name} is {w}x{h}, smaller than the crop size {crop}; lower task.crop "
                                 f"to at most {min(h, w)} or remove the image.")
         self.pairs, self.crop, self.length, self.seed = pairs, crop, length, seed
         self.target_kind = target_kind

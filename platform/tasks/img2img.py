@@ -97,7 +97,7 @@ class Img2ImgTask:
         aug = PairedAugment(self.config.get("augment"), target_kind="image", default_photometric_on=self.photometric_on)
         pairs = with_offline_copies(self.train_pairs, aug.config["offline_copies"])
         return CropDataset(pairs, crop=int(option(self.config, "crop")), length=int(option(self.config, "crops_per_epoch")),
-                           seed=self.seed, augment=aug, target_kind="image")
+                           seed=self.seed, augment=aug, target_kind="image", where=self.folder / "input")
 
     def example_input(self) -> np.ndarray:
         """A small real input (1 x 64 x 64 x C float32 in [0, 1]) for model signatures."""

@@ -51,7 +51,7 @@ class MattingTask:
         aug = PairedAugment(self.config.get("augment"), target_kind="alpha", default_photometric_on="input")
         items = with_offline_copies(self.train_items, aug.config["offline_copies"])
         return CropDataset(items, crop=int(option(self.config, "crop")), length=int(option(self.config, "crops_per_epoch")),
-                           seed=self.seed, augment=aug, target_kind="alpha")
+                           seed=self.seed, augment=aug, target_kind="alpha", where=self.folder)
 
     def example_input(self) -> np.ndarray:
         return to_float(self.val_items_[0].input[:64, :64])[None].astype(np.float32)

@@ -132,7 +132,8 @@ class SegmentationTask:
         items = with_offline_copies(self.train_items, aug.config["offline_copies"])
         transform = hierarchical_targets(self.classes) if self.hierarchical else None
         return CropDataset(items, crop=int(option(self.config, "crop")), length=int(option(self.config, "crops_per_epoch")),
-                           seed=self.seed, augment=aug, target_kind="mask", target_transform=transform)
+                           seed=self.seed, augment=aug, target_kind="mask", target_transform=transform,
+                           where=self.folder)
 
     def example_input(self) -> np.ndarray:
         return to_float(self.val_items_[0].input[:64, :64])[None].astype(np.float32)
