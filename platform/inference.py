@@ -611,7 +611,14 @@ class Predictor:
     def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """The task's outputs for one frame (see the class docstring)."""
         x, alpha = self.prepare(image)
-        return self.decode(self.forward(x), alpha)
+        out = self.decode(self.forward(x), alpha)
+        colour = 1 if np.ndim(image) == 2 else int(np.shape(image)[2]) - (alpha is not None)
+        if self.kind == "img2img" and colour == 1 and out["image"].shape[2] - (alpha is not None) == 3:
+            # A grey frame comes back grey (Rec. 709 luma of the RGB network's output), alpha kept.
+            img = out["image"]
+            luma = img[:, :, :3] @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)[:, None]
+            out["image"] = np.ascontiguousarray(np.concatenate([luma, img[:, :, 3:]], axis=2), dtype=np.float32)
+        return out
 
     def decode(self, y: Output, alpha: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if self.kind == "img2img":

@@ -257,7 +257,7 @@ def test_predictor_matting_and_image_outputs(seg_tasks):
     out = Predictor(Identity(), {"task": {"name": "img2img"}}).run(rgba)["image"]
     assert np.allclose(out, rgba, atol=1e-6)  # alpha set aside and given back
     grey = Predictor(Identity(), {"task": {"name": "img2img"}}).run(img[:, :, :1])["image"]
-    assert grey.shape == (32, 40, 3) and np.allclose(grey[:, :, 2], img[:, :, 0], atol=1e-6)
+    assert grey.shape == (32, 40, 1) and np.allclose(grey[:, :, 0], img[:, :, 0], atol=1e-6)  # grey stays grey
 
 
 def test_predictor_rejects_unknown_precision_and_wrong_channels():

@@ -145,3 +145,18 @@ def test_unknown_model_names_the_uri_and_what_is_registered(mlflow_store, tmp_pa
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read checkpoint"):
         load_any(str(junk))
+
+
+def test_grey_frames_come_back_grey():
+    from platform.inference import InferenceOptions, Predictor
+
+    config = tiny_config()
+    predictor = Predictor(tiny_model(config), config, "cpu", InferenceOptions())
+    rgb = astronaut((64, 80))
+    grey = rgb @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    out = predictor.run(grey[:, :, None])["image"]
+    assert out.shape == (64, 80, 1)
+    colour = predictor.run(np.repeat(grey[:, :, None], 3, axis=2))["image"]  # what the network made of it
+    np.testing.assert_allclose(out[:, :, 0], colour @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32), atol=1e-6)
+    with_alpha = predictor.run(np.dstack([grey, np.full_like(grey, 0.5)]))["image"]
+    assert with_alpha.shape == (64, 80, 2) and np.all(with_alpha[:, :, 1] == 0.5)
