@@ -44,6 +44,11 @@ class VideoInfo:
     bit_depth: int = 8  # 8, or 16 for 10/12/16-bit sources (frames as uint16)
     codec: str = ""
     pix_fmt: str = ""
+    # Colour description of a YUV source (ffmpeg's names; "" when the file does not say):
+    color_range: str = ""      # tv (limited) or pc (full)
+    colorspace: str = ""       # the YUV matrix: bt709, smpte170m, bt470bg, bt2020nc, ...
+    color_primaries: str = ""
+    color_trc: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -70,6 +75,29 @@ def _bit_depth(pix_fmt: str) -> int:
     return 16 if match else 8
 
 
+#: ffmpeg's colorspace tags -> the matrix names of its scale filter (``out_color_matrix``).
+SCALE_MATRIX = {"bt709": "bt709", "smpte170m": "smpte170m", "bt470bg": "bt601", "smpte240m": "smpte240m",
+                "bt2020nc": "bt2020", "bt2020c": "bt2020", "fcc": "fcc"}
+_SCAN = {"progressive", "top first", "bottom first", "top coded first (swapped)", "bottom coded first (swapped)"}
+
+
+def colour_description(pix_fmt: str) -> dict[str, str]:
+    """Range and colour tags from ffmpeg's stream description, e.g. ``yuv420p(tv, bt709, progressive)``
+    or ``yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67)``; "unknown" tags are left out."""
+    match = re.search(r"\((.*)\)", pix_fmt)
+    out: dict[str, str] = {}
+    for token in (t.strip() for t in (match.group(1).split(",") if match else [])):
+        if token in ("tv", "pc"):
+            out["color_range"] = token
+        elif token and token not in _SCAN:
+            parts = token.split("/")
+            space, primaries, trc = parts if len(parts) == 3 else (token, token, token)
+            for key, value in (("colorspace", space), ("color_primaries", primaries), ("color_trc", trc)):
+                if value and value != "unknown":
+                    out[key] = value
+    return out
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Header and frame count of a video; a :class:`DataError` if ffmpeg cannot read it."""
     import imageio_ffmpeg
@@ -90,9 +118,11 @@ def probe(path: str | Path) -> VideoInfo:
     if fps <= 0:
         log.warning("video %s does not state its frame rate; writing 24 frames/s", path)
         fps = 24
-    pix_fmt = str(meta.get("pix_fmt", "")).split("(")[0]
+    full = str(meta.get("pix_fmt", ""))
+    pix_fmt = full.split("(")[0]
     return VideoInfo(width=int(width), height=int(height), fps=exact_fps(float(fps)), frames=int(frames),
-                     bit_depth=_bit_depth(pix_fmt), codec=str(meta.get("codec", "")), pix_fmt=pix_fmt)
+                     bit_depth=_bit_depth(pix_fmt), codec=str(meta.get("codec", "")), pix_fmt=pix_fmt,
+                     **colour_description(full))
 
 
 def read_frames(path: str | Path, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
@@ -100,6 +130,10 @@ def read_frames(path: str | Path, info: VideoInfo | None = None) -> Iterator[np.
     import imageio_ffmpeg
 
     info = info or probe(path)
+    if re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", info.pix_fmt):
+        # Decoding to RGB would drop the alpha without a word.
+        raise DataError(f"video {path} has an alpha channel ({info.pix_fmt}); video alpha is not carried through. "
+                        "Export the shot as an image sequence (PNG/EXR/TIFF frames keep alpha) and pass the folder.")
     deep = info.bit_depth > 8
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb48le" if deep else "rgb24",
                                      bits_per_pixel=48 if deep else 24)
@@ -156,7 +190,24 @@ class VideoWriter:
         else:
             params.update(quality=8)
         params["pix_fmt_in"] = "rgb48le" if deep else "rgb24"
+        if "codec" in params:
+            params["output_params"] = params["output_params"] + self._colour_params()
         return params
+
+    def _colour_params(self) -> list[str]:
+        """Encode with the source's YUV matrix and range and tag the file like the source (ffmpeg
+        would otherwise convert RGB with BT.601 and write no tags: a BT.709 plate would shift)."""
+        info, out = self.info, []
+        matrix = SCALE_MATRIX.get(info.colorspace)
+        if matrix or info.color_range:
+            scale = [f"out_color_matrix={matrix}"] if matrix else []
+            scale += [f"out_range={info.color_range}"] if info.color_range else []
+            out += ["-vf", "scale=" + ":".join(scale)]
+        for flag, value in (("-colorspace", info.colorspace), ("-color_primaries", info.color_primaries),
+                            ("-color_trc", info.color_trc), ("-color_range", info.color_range)):
+            if value:
+                out += [flag, value]
+        return out
 
     def __enter__(self) -> "VideoWriter":
         import imageio_ffmpeg

@@ -356,3 +356,53 @@ def test_cli_process_exits_nonzero_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert "notes.txt is not an image" in proc.stderr
+
+
+def _yuv_planes(path: Path, w: int, h: int) -> np.ndarray:
+    """The stored Y'CbCr samples of a video (no RGB conversion), frames x 3 x H x W."""
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "yuv444p", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, 3, h, w).astype(np.int16)
+
+
+def test_video_keeps_the_sources_colour_description(tmp_path):
+    """A BT.709 limited-range plate is written back with BT.709's matrix and tags: its stored
+    samples match the source's (ffmpeg's default would encode with BT.601 and drop the tags)."""
+    from dataclasses import replace
+
+    from platform.video import VideoWriter, probe, read_frames
+
+    src = tmp_path / "plate.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "smptebars=size=128x96:rate=24", "-frames:v", "3", "-vf",
+                    "scale=out_color_matrix=bt709:out_range=tv", "-pix_fmt", "yuv444p", "-c:v", "libx264",
+                    "-crf", "0", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+                    "-color_range", "tv", str(src)], check=True)
+    info = probe(src)
+    assert (info.colorspace, info.color_range) == ("bt709", "tv")
+    frames = list(read_frames(src, info))
+    source = _yuv_planes(src, 128, 96)
+    errors = {}
+    for name, meta in (("kept", info), ("dropped", replace(info, colorspace="", color_primaries="",
+                                                              color_trc="", color_range=""))):
+        out = tmp_path / f"{name}.mp4"
+        with VideoWriter(out, meta) as writer:
+            for frame in frames:
+                writer.write(frame)
+        errors[name] = float(np.abs(_yuv_planes(out, 128, 96)[:, 1:] - source[:, 1:]).mean())  # chroma
+        if name == "kept":
+            back = probe(out)
+            assert (back.colorspace, back.color_range) == ("bt709", "tv")
+    assert errors["kept"] < 1.0 < errors["dropped"], errors
+
+
+def test_video_with_alpha_is_refused_not_flattened(tmp_path):
+    from platform.errors import DataError
+    from platform.video import read_frames
+
+    src = tmp_path / "matte.mov"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=64x48:rate=24", "-frames:v", "2", "-vf", "format=rgba", "-c:v", "png", str(src)],
+                   check=True)
+    with pytest.raises(DataError, match="matte.mov has an alpha channel .*image sequence"):
+        next(read_frames(src))
