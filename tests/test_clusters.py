@@ -412,6 +412,7 @@ def test_node_environment_points_at_s3_and_the_heads_mlflow(aws, tmp_path):
     assert on_head["PYTHONPATH"] == f"{home}/project"
     assert on_head["PATH"].split(":")[0] == f"{home}/project/.venv/bin"
     assert on_head["PLATFORM_TENSORBOARD_DIR"] == f"{home}/tensorboard"
+    assert on_head["PLATFORM_GPU_MEMORY_GB"] == on_worker["PLATFORM_GPU_MEMORY_GB"] == "24"  # A10G / L4
 
     mlflow = next(c for c in aws["head_start_ray_commands"] if " server " in c)
     args = shlex.split(mlflow.split("mlflow\" server", 1)[1])

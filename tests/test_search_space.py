@@ -284,6 +284,15 @@ def test_packing_sizes_gpu_share_from_the_estimate_and_after_an_oom():
     # search.repeat runs k trainers at once in the trial: k times the memory on its share.
     repeated = {**small, "_run": {"repeat": {"over": "seed", "k": 2}}}
     assert packer(repeated).required_resources["GPU"] == pytest.approx(math.ceil(2 * 1.25 / 3 * 20 - 1e-9) / 20)
+    from platform.search.packing import gpu_memory_bytes
+
+    assert gpu_memory_bytes({"gpu_memory_gb": 40}) == 40 * 2**30
+    with pytest.MonkeyPatch.context() as mp:  # a CPU head: the nodes' environment names the GPU's memory
+        mp.setenv("PLATFORM_GPU_MEMORY_GB", "24")
+        assert gpu_memory_bytes({}) == 24 * 2**30
+        mp.setenv("PLATFORM_GPU_MEMORY_GB", "lots")
+        with pytest.raises(ConfigError, match="PLATFORM_GPU_MEMORY_GB"):
+            gpu_memory_bytes({})
     packer.record_oom(small)
     assert packer(small).required_resources["GPU"] == 1.0
     assert TrialResources("unit-pack-ddp", {**res, "workers": 2}, {}, torch_trainer=True)(small).required_resources \

@@ -140,9 +140,20 @@ def estimate_peak_bytes(config: dict, model_kwargs: dict, device: str | None = N
 
 
 def gpu_memory_bytes(resources: dict) -> int | None:
-    """Memory of one GPU: ``resources.gpu_memory_gb``, else the driver's CUDA device, else None."""
+    """Memory of one GPU: ``resources.gpu_memory_gb``, else ``$PLATFORM_GPU_MEMORY_GB`` (set on the
+    nodes of clusters/aws.yaml, whose head has no GPU), else the driver's CUDA device, else None."""
+    import os
+
     if resources.get("gpu_memory_gb"):
         return int(float(resources["gpu_memory_gb"]) * 2**30)
+    if os.environ.get("PLATFORM_GPU_MEMORY_GB"):
+        try:
+            return int(float(os.environ["PLATFORM_GPU_MEMORY_GB"]) * 2**30)
+        except ValueError:
+            from platform.errors import ConfigError
+
+            raise ConfigError(f"PLATFORM_GPU_MEMORY_GB is {os.environ['PLATFORM_GPU_MEMORY_GB']!r}; give the memory "
+                              "of one GPU in GB (e.g. 24), or unset it.") from None
     try:
         import torch
 
@@ -217,7 +228,8 @@ class TrialResources:
             if not getattr(self, "_warned", False):
                 self._warned = True
                 log.warning("GPU packing: the GPU memory is unknown here (no CUDA in the driver); set "
-                            "resources.gpu_memory_gb to size GPU shares from memory estimates. Using %.2f GPU "
+                            "resources.gpu_memory_gb (or $PLATFORM_GPU_MEMORY_GB) to size GPU shares from memory "
+                            "estimates. Using %.2f GPU "
                             "per trial as requested.", requested)
             return requested
         est = self.estimate(config)
