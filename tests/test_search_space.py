@@ -211,6 +211,13 @@ def test_budget_stops_launching_and_stops_running_trials_at_a_rung():
     t2 = BudgetTracker("unit-budget-2", usd=None, time_s=10.0)
     t2.set_state({"elapsed_before": 11.0})
     assert "time budget" in t2.exhausted()
+    # The spent budget stops the whole search under PBT (no searcher to stop launching), not otherwise.
+    from platform.search.budget import BudgetStopper
+
+    assert BudgetStopper("unit-budget-2", whole_search=True).stop_all()
+    assert not BudgetStopper("unit-budget-2").stop_all()
+    BudgetTracker("unit-budget-3", usd=None, time_s=1000.0)
+    assert not BudgetStopper("unit-budget-3", whole_search=True).stop_all()
 
 
 # --------------------------------------------------------------------------- retention

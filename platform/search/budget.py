@@ -247,12 +247,16 @@ class BudgetLimiter(Searcher):
 class BudgetStopper(Stopper):
     """Stops running trials at their next rung once the budget is spent."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, whole_search: bool = False):
         self.key = key
+        # PBT has no searcher for BudgetLimiter to wrap: its population is launched up front,
+        # so once the budget is spent the whole experiment stops (there are no rungs to wait for).
+        self.whole_search = whole_search
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         tracker = tracker_for(self.key)
         return bool(tracker and tracker.should_stop(trial_id, result))
 
     def stop_all(self) -> bool:
-        return False
+        tracker = tracker_for(self.key)
+        return bool(self.whole_search and tracker and tracker.exhausted())

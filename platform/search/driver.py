@@ -540,7 +540,8 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     searcher = make_searcher(spec, space_model, budget_key=exp_path)
     scheduler = make_scheduler(spec, space_model)
     b = s["budget"]
-    stopper = BudgetStopper(exp_path) if (b["usd"] is not None or b["time_s"] is not None) else None
+    stopper = (BudgetStopper(exp_path, whole_search=sch["name"] == "pbt")
+               if (b["usd"] is not None or b["time_s"] is not None) else None)
     trainable = tune.with_resources(run_trial, packer)
     callbacks = [callback, progress.callback]
     if opts.resume:
