@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from platform.models import MODELS, available, create
+from platform.models import MODELS, create
 
 FULL = (77, 131)
 SMALL = (19, 27)
@@ -28,7 +28,10 @@ IMG_SIZE_ENCODERS = {"coatnet_0", "maxvit_tiny"}
 
 
 def _cases() -> list[tuple[str, str | None]]:
-    return [(name, size) for name in available() for size in (MODELS.meta(name)["sizes"] or (None,))]
+    """The zoo's models and sizes (other test modules register tiny doubles at import)."""
+    from platform.bench.models import zoo
+
+    return zoo()
 
 
 CASES = _cases()
