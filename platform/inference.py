@@ -38,6 +38,9 @@ from platform.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: Rec. 709 luma weights (RGB -> grey, as a 3 x 1 matrix for ``image @ REC709_LUMA``).
+REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)[:, None]
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_OVERLAP = 32
 MIN_TILE = 128
@@ -572,7 +575,7 @@ class Predictor:
         if c == 1 and want in (3, 4):
             arr = np.repeat(arr, 3, axis=2)
         elif c == 3 and want == 1:
-            arr = arr @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)[:, None]
+            arr = arr @ REC709_LUMA
         if arr.shape[2] == 3 and want == 4:  # an RGBA network (task.alpha: keep) on an opaque frame
             arr = np.concatenate([arr, np.ones_like(arr[:, :, :1])], axis=2)
         if arr.shape[2] != want:
@@ -616,7 +619,7 @@ class Predictor:
         if self.kind == "img2img" and colour == 1 and out["image"].shape[2] - (alpha is not None) == 3:
             # A grey frame comes back grey (Rec. 709 luma of the RGB network's output), alpha kept.
             img = out["image"]
-            luma = img[:, :, :3] @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)[:, None]
+            luma = img[:, :, :3] @ REC709_LUMA
             out["image"] = np.ascontiguousarray(np.concatenate([luma, img[:, :, 3:]], axis=2), dtype=np.float32)
         return out
 

@@ -61,13 +61,8 @@ class DeviceCrops:
 
     def item_plan(self, epoch: int, index: int) -> tuple[int, int, int, bool, bool, int]:
         """(frame, top, left, hflip, vflip, quarter turns) of item ``index`` in ``epoch``."""
-        d = self.dataset
-        rng = np.random.default_rng([d.seed, epoch, index])  # the dataset's own draws, in its order
-        k = int(rng.choice(len(d.pairs), p=d.weights))
-        h, w = d.pairs[k].shape
-        top = int(rng.integers(0, h - d.crop + 1))
-        left = int(rng.integers(0, w - d.crop + 1))
-        aug = np.random.default_rng(int(rng.integers(0, 2**31 - 1)))
+        k, top, left, aug_seed = self.dataset.crop_plan(epoch, index)  # the dataset's own frame and corner
+        aug = np.random.default_rng(aug_seed)
         hf, vf = bool(aug.random() < self.hflip), bool(aug.random() < self.vflip)
         turns = int(aug.integers(0, 4)) if aug.random() < self.rotate90 else 0
         return k, top, left, hf, vf, turns

@@ -192,17 +192,23 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int):
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def crop_plan(self, epoch: int, index: int) -> tuple[int, int, int, int]:
+        """(pair, top, left, augmentation seed) of item ``index`` in ``epoch``: a pure function of
+        ``(seed, epoch, index)``, shared by the host pipeline and :mod:`platform.data.device_crops`."""
+        rng = np.random.default_rng([self.seed, epoch, index])
         k = int(rng.choice(len(self.pairs), p=self.weights))
-        pair = self.pairs[k]
-        h, w = pair.shape
+        h, w = self.pairs[k].shape
         y = int(rng.integers(0, h - self.crop + 1))
         x = int(rng.integers(0, w - self.crop + 1))
+        return k, y, x, int(rng.integers(0, 2**31 - 1))
+
+    def __getitem__(self, index: int):
+        k, y, x, aug_seed = self.crop_plan(self.epoch, index)
+        pair = self.pairs[k]
         a = to_float(pair.input[y:y + self.crop, x:x + self.crop])
         b = pair.target[y:y + self.crop, x:x + self.crop]
         if self.target_kind != "mask":
             b = to_float(b)
-        a, b = self.augment(a, b, int(rng.integers(0, 2**31 - 1)))
+        a, b = self.augment(a, b, aug_seed)
         target = self.target_transform(b) if self.target_transform is not None else target_to_tensor(b, self.target_kind)
         return to_model_range(np.ascontiguousarray(a)), target

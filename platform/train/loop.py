@@ -19,7 +19,7 @@ import math
 import random
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,8 @@ class Trial:
     start_epoch: int = 0
     finetuning: Finetuning | None = None  # set when the trial starts from pretrained weights
     device_crops: DeviceCrops | None = None  # crops cut on the GPU instead of by the loader
-    scaler: torch.amp.GradScaler | None = None  # fp16 only
+    # Enabled for fp16 only; disabled it passes every call through.
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
     first_step_at: float | None = None  # wall-clock time of the first training step (start-up benchmark)
 
 
@@ -217,7 +218,7 @@ def build_trial(config: dict, session: Session) -> Trial:
                   precision, channels_last, params, opt_cfg.get("grad_clip"), list(criterion.weights), batch_size,
                   steps_per_epoch, epochs, finetuning=finetuning,
                   device_crops=make_device_crops(dataset, device, train_cfg.get("device_crops", "auto")),
-                  scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None)
+                  scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
     resume = session.get_checkpoint_dir()
     if resume is not None:
         state = load_checkpoint_state(resume)
@@ -256,18 +257,14 @@ def train_step(t: Trial, inputs, targets) -> tuple[torch.Tensor, dict[str, torch
         outputs = t.model(inputs)
         total, parts = t.criterion(outputs, targets)
     t.optimizer.zero_grad(set_to_none=True)
-    if t.scaler is not None:  # fp16: scale the loss so small gradients do not underflow
-        t.scaler.scale(total).backward()
+    # The scaler is enabled for fp16 only (small gradients would underflow); disabled, each call
+    # is a pass-through (scale returns the loss, step calls optimizer.step).
+    t.scaler.scale(total).backward()
+    if t.grad_clip:
         t.scaler.unscale_(t.optimizer)
-        if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(t.params, float(t.grad_clip))
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
-    else:
-        total.backward()
-        if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(t.params, float(t.grad_clip))
-        t.optimizer.step()
+        torch.nn.utils.clip_grad_norm_(t.params, float(t.grad_clip))
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
     t.scheduler.step()
     return total, parts
 
