@@ -261,6 +261,25 @@ SCHEMA: dict[str, Any] = {
         },
         "report": Field((bool,), default=True, searchable=False,
                         doc="write the HTML report at the end of the search and log it to MLflow"),
+        "timebox": {
+            "seconds": Field(NUM + (type(None),), default=None, searchable=False, check=_positive,
+                             doc="wall-clock budget of the whole search: trials, epochs and crops are sized to it "
+                                 "from a measured step time (--time-budget; null: as written)"),
+            "min_steps": Field((int,), default=400, searchable=False, check=_positive,
+                               doc="the crop is the largest at which a trial still makes this many steps"),
+            "waves": Field((int,), default=1, searchable=False, check=_positive,
+                           doc="trials = the trials that run at once x waves"),
+            "overhead_s": Field(NUM, default=40.0, searchable=False, check=_non_negative,
+                                doc="seconds of the budget kept for Ray's start, registration and the report"),
+        },
+    },
+    # Promotion to the registry's `champion` alias (platform.champion): only above the quality
+    # floors (platform.floors) and the current champion, re-evaluated on the same data.
+    "promotion": {
+        "min_gain": Field(NUM + (type(None),), default=None, searchable=False, check=_non_negative,
+                          doc="margin over the best floor (null: the metric's default, e.g. 0.5 dB for PSNR)"),
+        "floors": Field((bool,), default=True, searchable=False,
+                        doc="score the classical baselines (identity, colour transforms, majority class...)"),
     },
     "resources": {
         "workers": Field((int,), default=1, searchable=False, check=_positive),

@@ -5,6 +5,11 @@
     python -m platform.export --model models:/nafnet_fewshot@champion --format onnx --output champion.onnx
     python -m platform.export --model models:/nafnet_fewshot@champion --format onnx --quantize int8 \\
         --output champion.int8.onnx --target graded_frame.png
+    python -m platform.export --model models:/look@champion --format cube --output look.cube
+
+``--format cube`` writes a pure ``lut3d`` model (one fixed colour map) as an Adobe/Resolve
+``.cube`` 3D LUT that Nuke, DaVinci Resolve and OpenColorIO read; the file is read back with
+colour-science, applied to the check image and compared with the model (max difference printed).
 
 The exported network takes what ``predict`` feeds it after reading a file: ``image``, float32
 ``N x C x H x W`` in [0, 1] (display-referred; apply the task's transfer function first for
@@ -46,7 +51,7 @@ from platform.errors import ConfigError, UserError, cli_main
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "cube")
 DEFAULT_OPSET = 17
 
 
@@ -266,7 +271,9 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
     from platform.pyfunc import load_any
 
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is not supported; use {' or '.join(FORMATS)}.")
+        raise ConfigError(f"--format {fmt!r} is not supported; use {', '.join(FORMATS)}.")
+    if fmt == "cube" and quantize:
+        raise ConfigError("--quantize applies to ONNX exports; a .cube file is a table of colours.")
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize {quantize!r} is not supported; use int8.")
     if quantize and fmt != "onnx":
@@ -285,6 +292,8 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
             raise ConfigError("--target needs --image: the input frame whose ground truth it is.")
 
     loaded = load_any(model, "cpu")
+    if fmt == "cube":
+        return export_cube(loaded, output, image, report)
     module, min_side = prepare(loaded.model, loaded.config, tlc=tlc)
     channels = int((loaded.config.get("_model_kwargs") or {}).get("in_channels", 3))
     img = check_image(image, min_side, channels)
@@ -340,6 +349,31 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
     return result
 
 
+def export_cube(loaded, output: Path, image: str | Path | None, report=print) -> ExportReport:
+    """A pure lut3d model as a ``.cube`` file, read back with colour-science and checked."""
+    import colour
+
+    from platform.models.lut3d import cube_text
+
+    text = cube_text(loaded.model, title=f"{loaded.source}")
+    transfer = (loaded.config.get("task") or {}).get("transfer", "identity")
+    tmp = output.with_name(output.name + ".tmp")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(text)
+    tmp.replace(output)  # never a half-written LUT under the final name
+    img = check_image(image, 1, 3)
+    lut = colour.read_LUT(str(output))
+    got = np.clip(lut.apply(img.astype(np.float64)), 0, 1)
+    want = run_torch(ExportModule(loaded.model, "img2img", 1), img)[0][0].transpose(1, 2, 0)
+    diff = float(np.abs(got - want).max())
+    result = ExportReport(output, "cube", diff, img.shape[:2], 1, ["lut"])
+    result.sizes["cube"] = output.stat().st_size
+    report(f"exported  {output} (.cube, {loaded.model.lut_size}^3 nodes, domain [0, 1]"
+           f"{'' if transfer in (None, 'identity') else f'; values in the space of task.transfer {transfer!r}'})")
+    report(f"check     {img.shape[1]}x{img.shape[0]} image: max |colour-science read-back - pytorch| = {diff:.3e}")
+    return result
+
+
 def config_arch(config: dict) -> str:
     return str((config.get("model") or {}).get("architecture", "model"))
 
@@ -354,7 +388,7 @@ def default_output(model: str, fmt: str, quantize: str | None) -> Path:
     else:
         stem = Path(model).name if Path(model).name not in ("state.pt", "weights.pt") else Path(model).parent.name
         stem = Path(stem).stem if stem.endswith(".pt") else stem
-    suffix = (".int8.onnx" if quantize else ".onnx") if fmt == "onnx" else ".pt"
+    suffix = {"onnx": ".int8.onnx" if quantize else ".onnx", "cube": ".cube"}.get(fmt, ".pt")
     return Path(f"{stem or 'model'}{suffix}")
 
 

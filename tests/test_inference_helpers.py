@@ -41,6 +41,7 @@ def tiny_config(crop: int = 64) -> dict:
     from platform.config import load_spec
 
     cfg = _resolve(copy.deepcopy(load_spec("nafnet_fewshot", quick=True).config))
+    cfg["model"]["architecture"] = "nafnet"
     cfg["model"]["size"] = "small"
     cfg["model"]["options"] = dict(TINY_OPTIONS)
     cfg["task"]["crop"] = crop
@@ -56,8 +57,8 @@ def tiny_model(config: dict | None = None, seed: int = 0) -> torch.nn.Module:
     model = build_model(config)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("beta", "gamma")):
-                p.normal_(0.0, 0.3)
+            if name.endswith(("beta", "gamma")) or name.startswith("ending."):  # as if trained (the
+                p.normal_(0.0, 0.3)  # identity start zeroes them, which would make the network the identity)
     return model.eval()
 
 

@@ -23,6 +23,7 @@ from platform.models import convnext_unet as _convnext_unet  # noqa: E402,F401
 from platform.models import unet as _unet  # noqa: E402,F401
 from platform.models import swinir as _swinir  # noqa: E402,F401
 from platform.models import mambair as _mambair  # noqa: E402,F401
+from platform.models import lut3d as _lut3d  # noqa: E402,F401
 from platform.models import segmentation as _segmentation  # noqa: E402,F401
 from platform.models.nafnet import load_official_checkpoint, to_tlc  # noqa: E402
 

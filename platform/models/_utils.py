@@ -33,6 +33,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> to
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def identity_start(layer: torch.nn.Module) -> None:
+    """Zero the last layer of a residual branch, so that ``x + branch(x)`` starts as the exact identity
+    (the first optimiser steps cannot make the picture worse than the input; ReZero/Fixup-style)."""
+    torch.nn.init.zeros_(layer.weight)
+    if getattr(layer, "bias", None) is not None:
+        torch.nn.init.zeros_(layer.bias)
+
+
 def count_params(model: torch.nn.Module) -> int:
     """Number of parameters of ``model`` (used by platform.bench as well)."""
     return sum(p.numel() for p in model.parameters())

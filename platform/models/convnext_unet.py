@@ -23,7 +23,7 @@ from torch import nn
 
 from platform.errors import ConfigError
 from platform.models._registry import register_model
-from platform.models._utils import check_channels, pad_to_multiple, timm_pretrained_kwargs
+from platform.models._utils import check_channels, identity_start, pad_to_multiple, timm_pretrained_kwargs
 
 CONVNEXT_SIZES = {
     # size: (timm encoder name, default drop_path_rate)
@@ -59,6 +59,7 @@ class ConvNeXtUNet(nn.Module):
         pretrained: bool = False,
         decoder_channels: Sequence[int] | None = None,
         residual: bool = True,
+        identity_init: bool = True,
     ):
         super().__init__()
         extra = timm_pretrained_kwargs(encoder_name) if pretrained else {"pretrained": False}
@@ -87,6 +88,8 @@ class ConvNeXtUNet(nn.Module):
         self.decoder = nn.ModuleList(stages)
         self.head = nn.Conv2d(prev, out_channels, 3, padding=1)
         self.residual = residual and in_channels == out_channels
+        if identity_init and self.residual:
+            identity_start(self.head)
         self.size_multiple = 32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,6 +121,7 @@ def convnext_unet(
     drop_path_rate: float | None = None,
     decoder_channels: Sequence[int] | None = None,
     residual: bool = True,
+    identity_init: bool = True,
 ) -> ConvNeXtUNet:
     """ConvNeXt U-Net; ``pretrained`` loads ``timm/convnext_<size>.pth`` into the encoder."""
     check_channels("convnext_unet", in_channels=in_channels, out_channels=out_channels)
@@ -125,4 +129,5 @@ def convnext_unet(
     dpr = default_dpr if drop_path_rate is None else float(drop_path_rate)
     if not 0.0 <= dpr < 1.0:
         raise ConfigError(f"convnext_unet: drop_path_rate must be in [0, 1), got {drop_path_rate!r}.")
-    return ConvNeXtUNet(encoder_name, in_channels, out_channels, dpr, pretrained, decoder_channels, residual)
+    return ConvNeXtUNet(encoder_name, in_channels, out_channels, dpr, pretrained, decoder_channels, residual,
+                        identity_init)

@@ -34,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 
 from platform.errors import ConfigError
 from platform.models._registry import register_model
-from platform.models._utils import check_channels, no_pretrained
+from platform.models._utils import check_channels, identity_start, no_pretrained
 
 try:  # optional fused CUDA kernel
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_selective_scan_fn
@@ -309,7 +309,7 @@ class PatchEmbed(nn.Module):
 
 class MambaIR(nn.Module):
     def __init__(self, in_chans: int = 3, out_chans: int = 3, embed_dim: int = 180, depths: Sequence[int] = (6,) * 6,
-                 d_state: int = 16, mlp_ratio: float = 2.0, drop_path_rate: float = 0.1):
+                 d_state: int = 16, mlp_ratio: float = 2.0, drop_path_rate: float = 0.1, identity_init: bool = True):
         super().__init__()
         self.size_multiple = 1
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
@@ -325,6 +325,8 @@ class MambaIR(nn.Module):
         self.conv_last = nn.Conv2d(embed_dim, out_chans, 3, 1, 1)
         self.residual = in_chans == out_chans
         self.apply(self._init_weights)
+        if identity_init and self.residual:
+            identity_start(self.conv_last)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -366,7 +368,7 @@ MAMBAIR_SIZES = {
 def mambair(
     size: str = "small", in_channels: int = 3, out_channels: int = 3, pretrained: bool = False,
     d_state: int = 16, mlp_ratio: float = 2.0, drop_path_rate: float = 0.1,
-    embed_dim: int | None = None, depths: Sequence[int] | None = None,
+    embed_dim: int | None = None, depths: Sequence[int] | None = None, identity_init: bool = True,
 ) -> MambaIR:
     check_channels("mambair", in_channels=in_channels, out_channels=out_channels)
     no_pretrained("mambair", pretrained)
@@ -377,4 +379,5 @@ def mambair(
         cfg["depths"] = tuple(int(d) for d in depths)
     if cfg["embed_dim"] < 3:
         raise ConfigError(f"mambair: embed_dim must be >= 3, got {cfg['embed_dim']}.")
-    return MambaIR(in_channels, out_channels, d_state=d_state, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, **cfg)
+    return MambaIR(in_channels, out_channels, d_state=d_state, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
+                   identity_init=identity_init, **cfg)

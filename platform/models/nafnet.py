@@ -32,7 +32,7 @@ from torch import nn
 
 from platform.errors import ConfigError
 from platform.models._registry import register_model
-from platform.models._utils import check_channels, load_state_file
+from platform.models._utils import check_channels, identity_start, load_state_file
 
 log = logging.getLogger(__name__)
 
@@ -333,11 +333,15 @@ def pretrained_key(preset: str) -> str:
     return f"layer_2/nafnet/{NAFNET_PRESETS[preset]['file']}"
 
 
-def _build(cfg: dict[str, Any], in_channels: int, out_channels: int, drop_out_rate: float | None) -> NAFNet:
+def _build(cfg: dict[str, Any], in_channels: int, out_channels: int, drop_out_rate: float | None,
+           identity_init: bool = True) -> NAFNet:
     cfg = dict(cfg)
     if drop_out_rate is not None:
         cfg["drop_out_rate"] = float(drop_out_rate)
-    return NAFNet(img_channel=in_channels, out_channels=out_channels, **cfg)
+    model = NAFNet(img_channel=in_channels, out_channels=out_channels, **cfg)
+    if identity_init and model.residual:
+        identity_start(model.ending)
+    return model
 
 
 @register_model(
@@ -354,8 +358,11 @@ def nafnet(
     middle_blk_num: int | None = None,
     dec_blk_nums: Sequence[int] | None = None,
     drop_out_rate: float | None = None,
+    identity_init: bool = True,
 ) -> NAFNet:
-    """NAFNet at a named size; any of the structural arguments overrides the size's value."""
+    """NAFNet at a named size; any of the structural arguments overrides the size's value.
+
+    ``identity_init`` zeroes the last convolution, so the untrained network returns its input."""
     check_channels("nafnet", in_channels=in_channels, out_channels=out_channels)
     if pretrained:
         raise ConfigError(
@@ -372,7 +379,7 @@ def nafnet(
             f"model 'nafnet': enc_blk_nums {cfg['enc_blk_nums']} and dec_blk_nums {cfg['dec_blk_nums']} "
             "must have the same length."
         )
-    return _build(cfg, in_channels, out_channels, drop_out_rate)
+    return _build(cfg, in_channels, out_channels, drop_out_rate, identity_init)
 
 
 def _register_preset(preset: str) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 
 from platform.errors import ConfigError
 from platform.models._registry import register_model
-from platform.models._utils import check_channels, no_pretrained, pad_to_multiple
+from platform.models._utils import check_channels, identity_start, no_pretrained, pad_to_multiple
 
 
 class Mlp(nn.Module):
@@ -187,7 +187,7 @@ class RSTB(nn.Module):
 class SwinIR(nn.Module):
     def __init__(self, in_chans: int = 3, out_chans: int = 3, embed_dim: int = 180, depths: Sequence[int] = (6,) * 6,
                  num_heads: Sequence[int] = (6,) * 6, window_size: int = 8, mlp_ratio: float = 2.0,
-                 drop_path_rate: float = 0.1, resi_connection: str = "1conv"):
+                 drop_path_rate: float = 0.1, resi_connection: str = "1conv", identity_init: bool = True):
         super().__init__()
         if len(depths) != len(num_heads):
             raise ConfigError(f"swinir: depths {list(depths)} and num_heads {list(num_heads)} must have the same length.")
@@ -217,6 +217,8 @@ class SwinIR(nn.Module):
         self.conv_last = nn.Conv2d(embed_dim, out_chans, 3, 1, 1)
         self.residual = in_chans == out_chans
         self.apply(self._init_weights)
+        if identity_init and self.residual:
+            identity_start(self.conv_last)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -262,6 +264,7 @@ def swinir(
     size: str = "small", in_channels: int = 3, out_channels: int = 3, pretrained: bool = False,
     window_size: int = 8, mlp_ratio: float = 2.0, drop_path_rate: float = 0.1, resi_connection: str = "1conv",
     embed_dim: int | None = None, depths: Sequence[int] | None = None, num_heads: Sequence[int] | None = None,
+    identity_init: bool = True,
 ) -> SwinIR:
     check_channels("swinir", in_channels=in_channels, out_channels=out_channels)
     no_pretrained("swinir", pretrained)
@@ -273,4 +276,4 @@ def swinir(
     if num_heads is not None:
         cfg["num_heads"] = tuple(num_heads)
     return SwinIR(in_channels, out_channels, window_size=window_size, mlp_ratio=mlp_ratio,
-                  drop_path_rate=drop_path_rate, resi_connection=resi_connection, **cfg)
+                  drop_path_rate=drop_path_rate, resi_connection=resi_connection, identity_init=identity_init, **cfg)

@@ -1,8 +1,10 @@
 """Plain U-Net (Ronneberger et al. 2015) and Attention U-Net (Oktay et al. 2018).
 
 Both: four 2x poolings (``size_multiple`` 16, inputs are reflect-padded and cropped back
-internally), BatchNorm after every 3x3 conv, no dropout, ``tanh`` output so that the
-[-1, 1] image range is kept (``final_activation="none"`` gives raw outputs). Sizes:
+internally), BatchNorm after every 3x3 conv, no dropout. By default (``residual=True``, same
+channels in and out) the output is ``x + head(features)`` with the head zeroed, so the untrained
+network returns its input; ``residual=False`` gives the classic ``tanh`` output that keeps the
+[-1, 1] image range (``final_activation="none"`` gives raw outputs). Sizes:
 ``base`` = 64 base filters (64...1024, the classic ~31M U-Net of the user's comparison),
 ``small`` = 32 base filters.
 
@@ -21,7 +23,7 @@ from torch import nn
 
 from platform.errors import ConfigError
 from platform.models._registry import register_model
-from platform.models._utils import check_channels, no_pretrained, pad_to_multiple
+from platform.models._utils import check_channels, identity_start, no_pretrained, pad_to_multiple
 
 UNET_SIZES = {"small": 32, "base": 64}
 
@@ -47,7 +49,8 @@ class ConvBlock(nn.Sequential):
 class UNet(nn.Module):
     """Classic U-Net: max-pool down, transposed-conv up, concatenated skips."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, base_filters: int = 64, final_activation: str = "tanh"):
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, base_filters: int = 64, final_activation: str = "tanh",
+                 residual: bool = True):
         super().__init__()
         f = [base_filters * 2**i for i in range(5)]
         self.inc = ConvBlock(in_channels, f[0])
@@ -57,6 +60,10 @@ class UNet(nn.Module):
         self.up_convs = nn.ModuleList(ConvBlock(2 * f[i], f[i]) for i in reversed(range(4)))
         self.outc = nn.Conv2d(f[0], out_channels, 1)
         self.final = _activation(final_activation)
+        self.residual = residual and in_channels == out_channels
+        if self.residual:  # x + head(features), the head zeroed: the untrained network is the identity
+            self.final = nn.Identity()
+            identity_start(self.outc)
         self.size_multiple = 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +76,8 @@ class UNet(nn.Module):
         skips.pop()
         for up, conv in zip(self.ups, self.up_convs):
             y = conv(torch.cat([skips.pop(), up(y)], dim=1))
-        return self.final(self.outc(y))[:, :, :h, :w]
+        y = self.final(self.outc(y))[:, :, :h, :w]
+        return x + y if self.residual else y
 
 
 class AttentionGate(nn.Module):
@@ -100,7 +108,8 @@ class UpConv(nn.Sequential):
 class AttentionUNet(nn.Module):
     """U-Net with attention gates on every skip connection; BatchNorm, no dropout, tanh output."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, base_filters: int = 64, final_activation: str = "tanh"):
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, base_filters: int = 64, final_activation: str = "tanh",
+                 residual: bool = True):
         super().__init__()
         f = [base_filters * 2**i for i in range(5)]
         self.inc = ConvBlock(in_channels, f[0])
@@ -111,6 +120,10 @@ class AttentionUNet(nn.Module):
         self.up_convs = nn.ModuleList(ConvBlock(2 * f[i], f[i]) for i in reversed(range(4)))
         self.outc = nn.Conv2d(f[0], out_channels, 1)
         self.final = _activation(final_activation)
+        self.residual = residual and in_channels == out_channels
+        if self.residual:  # x + head(features), the head zeroed: the untrained network is the identity
+            self.final = nn.Identity()
+            identity_start(self.outc)
         self.size_multiple = 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +138,8 @@ class AttentionUNet(nn.Module):
             g = up(y)
             skip = gate(g, skips.pop())
             y = conv(torch.cat([skip, g], dim=1))
-        return self.final(self.outc(y))[:, :, :h, :w]
+        y = self.final(self.outc(y))[:, :, :h, :w]
+        return x + y if self.residual else y
 
 
 @register_model(
@@ -134,11 +148,11 @@ class AttentionUNet(nn.Module):
 )
 def unet(
     size: str = "base", in_channels: int = 3, out_channels: int = 3, pretrained: bool = False,
-    base_filters: int | None = None, final_activation: str = "tanh",
+    base_filters: int | None = None, final_activation: str = "tanh", residual: bool = True,
 ) -> UNet:
     check_channels("unet", in_channels=in_channels, out_channels=out_channels)
     no_pretrained("unet", pretrained)
-    return UNet(in_channels, out_channels, base_filters or UNET_SIZES[size], final_activation)
+    return UNet(in_channels, out_channels, base_filters or UNET_SIZES[size], final_activation, residual)
 
 
 @register_model(
@@ -147,8 +161,8 @@ def unet(
 )
 def attention_unet(
     size: str = "base", in_channels: int = 3, out_channels: int = 3, pretrained: bool = False,
-    base_filters: int | None = None, final_activation: str = "tanh",
+    base_filters: int | None = None, final_activation: str = "tanh", residual: bool = True,
 ) -> AttentionUNet:
     check_channels("attention_unet", in_channels=in_channels, out_channels=out_channels)
     no_pretrained("attention_unet", pretrained)
-    return AttentionUNet(in_channels, out_channels, base_filters or UNET_SIZES[size], final_activation)
+    return AttentionUNet(in_channels, out_channels, base_filters or UNET_SIZES[size], final_activation, residual)

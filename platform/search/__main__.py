@@ -20,6 +20,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="apply the space's `quick` profile (small, CPU-friendly)")
     p.add_argument("--data", help="data folder (overrides task.data), or sample:<name>")
     p.add_argument("--max-trials", type=int, help="number of trials (overrides search.num_trials)")
+    p.add_argument("--time-budget", metavar="DURATION",
+                   help="wall-clock budget of the whole search (e.g. 10m, 90s, 1h): trials, epochs and crops are "
+                        "sized to it from a measured step time (what --set fixes is kept)")
     p.add_argument("--experiment", help="MLflow experiment and registered-model name (default: the space's name)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage", help="Ray storage path or URI (s3://bucket/prefix) for results and checkpoints")
@@ -72,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         from platform.errors import ConfigError
 
         raise ConfigError(f"--max-trials is {args.max_trials}; give a number >= 1.")
+    from platform.search.timebox import parse_duration
+
+    budget = parse_duration(args.time_budget) if args.time_budget is not None else None
     run_search(SearchOptions(space=args.space, quick=args.quick, data=args.data, max_trials=args.max_trials,
+                             time_budget=budget,
                              overrides=parse_overrides(args.overrides),
                              experiment=args.experiment, address=args.address, storage=args.storage,
                              promote=not args.no_promote, num_cpus=args.num_cpus, num_gpus=args.num_gpus,

@@ -40,6 +40,7 @@ class SearchOptions:
     overrides: dict = field(default_factory=dict)
     resume: bool | str = False  # True: the newest experiment of this space; a str: that experiment folder
     num_gpus: int | None = None  # GPUs of a local Ray (Ray accepts a count the machine does not have)
+    time_budget: float | None = None  # seconds for the whole search (--time-budget): trials sized to it
 
 
 @dataclass
@@ -55,15 +56,27 @@ class SearchOutcome:
     spend: dict = field(default_factory=dict)
     pareto: list[dict] = field(default_factory=list)
     report_path: str | None = None
+    floors: dict = field(default_factory=dict)  # {floor: {metric: value}} on the trials' footing
+    timebox: dict | None = None  # the plan of a time-boxed search
 
 
 # --------------------------------------------------------------------------- preparation
-def prepare_spec(opts: SearchOptions) -> SearchSpec:
-    overrides: dict = dict(opts.overrides)
+def user_overrides(opts: SearchOptions) -> dict:
+    """Everything the user fixed on the command line (a time budget sizes only the rest)."""
+    overrides: dict = {k: (dict(v) if isinstance(v, dict) else v) for k, v in opts.overrides.items()}
     if opts.data:
         overrides.setdefault("task", {})["data"] = opts.data
     if opts.max_trials:
         overrides.setdefault("search", {})["num_trials"] = opts.max_trials
+    return overrides
+
+
+def prepare_spec(opts: SearchOptions) -> SearchSpec:
+    overrides = user_overrides(opts)
+    if opts.time_budget is not None:
+        overrides = {**overrides, "search": {**overrides.get("search", {}),
+                                             "timebox": {**overrides.get("search", {}).get("timebox", {}),
+                                                         "seconds": float(opts.time_budget)}}}
     spec = load_spec(opts.space, quick=opts.quick, overrides=overrides)
     if opts.experiment:
         spec.config["name"] = opts.experiment
@@ -434,21 +447,25 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from platform.logs import quiet_third_party
 
     quiet_third_party()
+    started = time.monotonic()
     spec = prepare_spec(opts)  # validate everything cheap before importing the heavy stack
+    from platform.search import quality
     from platform.search.conditional import SpaceModel
 
     check_combination(spec, SpaceModel.from_spec(spec))
     task = preflight(spec)
     check_pretrained(spec)
     lpips_reason = check_lpips(spec)
-    space_model = SpaceModel.from_spec(spec)  # after check_lpips, which may pin λ(lpips) to 0
+    floors = quality.compute_floors(spec, task)  # before any trial: what no learning gives
+    plan = size_to_budget(spec, task, opts, started)
+    space_model = SpaceModel.from_spec(spec)  # after check_lpips (may pin λ(lpips) to 0) and the time plan
 
     import mlflow
     import ray
     from ray import tune
 
     from platform import pyfunc, tracking
-    from platform.champion import register_and_maybe_promote
+    from platform.champion import champion_version, min_gain, register_and_maybe_promote
     from platform.search import resume as resume_lib
     from platform.search.budget import BudgetStopper, BudgetTracker, rung_milestones
     from platform.search.packing import TrialResources
@@ -502,6 +519,9 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         log.info("resuming %s: MLflow parent run %s, %d trial run(s) to continue", exp_path, parent_id, len(run_ids))
     if lpips_reason:
         client.set_tag(parent_id, "lpips_unavailable", lpips_reason[:5000])
+    if floors:
+        quality.log_floors(client, parent_id, floors, spec, task)
+    champion_at_start = champion_version(client, spec.name)
     tb_dir = Path(os.environ.get("PLATFORM_TENSORBOARD_DIR") or Path("mlruns") / "tensorboard") / run_name
 
     # Where data and pretrained weights live (never credentials: those come from each node's AWS chain).
@@ -542,6 +562,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     b = s["budget"]
     stopper = (BudgetStopper(exp_path, whole_search=sch["name"] == "pbt")
                if (b["usd"] is not None or b["time_s"] is not None) else None)
+    stopper = with_trial_time_limit(stopper, spec)
     trainable = tune.with_resources(run_trial, packer)
     callbacks = [callback, progress.callback]
     if opts.resume:
@@ -579,7 +600,8 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         rows = summarise(results, callback, spec, space_model, budget)
         spend = budget.summary()
         outcome = SearchOutcome(spec, parent_id, rows, None, lpips_unavailable=lpips_reason, storage_path=storage,
-                                experiment_path=exp_path, spend=spend)
+                                experiment_path=exp_path, spend=spend, floors=floors,
+                                timebox=spec["search"]["timebox"].get("plan"))
         log.info("trials of %s:\n%s", spec.name, format_table(rows, metric))
         log.info("spend: $%.4f (%.4f GPU-hours, %.4f CPU-hours, %.0f s)%s", spend["spend_usd"], spend["gpu_hours"],
                  spend["cpu_hours"], spend["search_time_s"],
@@ -600,6 +622,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             raise ConfigError(f"no trial of {spec.name} produced {metric}; see the trial errors above and the "
                               f"MLflow runs under parent run {parent_id}.")
         outcome.best = best = ok[0]
+        log.info("best trial against the quality floors:\n%s", quality.format_floors(floors, best, metric, mode))
         client.set_tag(parent_id, "best_trial", best["trial"])
         client.log_metric(parent_id, f"best_{metric}", best[metric])
         ckpt = best_checkpoint(best, metric, mode)
@@ -608,11 +631,16 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         source = checkpoint_uri(ckpt)
         with local_checkpoint(ckpt) as ckpt_dir:
             model_uri = pyfunc.log_model(ckpt_dir, best["run_id"] or parent_id, sample=task.example_input())
+            reported = json.loads((Path(ckpt_dir) / "metrics.json").read_text()).get(metric, best[metric])
         if opts.promote:
-            outcome.promotion = register_and_maybe_promote(client, spec.name, model_uri, best["run_id"] or parent_id,
-                                                           task, metric, mode, source_checkpoint=source)
-            log.info("%s", outcome.promotion.message())
-            client.set_tag(parent_id, "promotion", outcome.promotion.message())
+            from platform.floors import best_floor
+
+            outcome.promotion = register_and_maybe_promote(
+                client, spec.name, model_uri, best["run_id"] or parent_id, quality.promotion_task(spec, task), metric,
+                mode, score=float(reported), origin="quick" if opts.quick else "full",
+                floor=best_floor(floors, metric, mode), gain=min_gain(metric, spec["promotion"]["min_gain"]),
+                champion_at_start=champion_at_start, source_checkpoint=source)
+            client.set_tag(parent_id, "promotion", outcome.promotion.message()[:5000])
             protected.add(str(Path(source).resolve()) if "://" not in source else source)
         if "://" not in exp_path:
             removed = sweep(exp_path, metric, mode, keep_best, protected)
@@ -633,6 +661,29 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         mlflow.end_run()
         if not opts.address and ray.is_initialized() and not os.environ.get("PLATFORM_KEEP_RAY"):
             ray.shutdown()
+
+
+def size_to_budget(spec: SearchSpec, task, opts: SearchOptions, started: float):
+    """Trials, epochs and crops sized to ``search.timebox.seconds`` (None when not time-boxed)."""
+    seconds = spec["search"]["timebox"]["seconds"]
+    if seconds is None or opts.resume:
+        return None
+    from platform.search.timebox import size_search
+
+    return size_search(spec, task, float(seconds), user_overrides(opts), started)
+
+
+def with_trial_time_limit(stopper, spec: SearchSpec):
+    """Add a per-trial wall-clock limit to ``stopper`` for a time-boxed search."""
+    from platform.search.timebox import trial_time_limit
+
+    limit = trial_time_limit(spec)
+    if limit is None:
+        return stopper
+    from ray.tune.stopper import CombinedStopper, FunctionStopper
+
+    over = FunctionStopper(lambda trial_id, result: float(result.get("time_total_s", 0.0)) > limit)
+    return over if stopper is None else CombinedStopper(stopper, over)
 
 
 def write_report(parent_id: str, client) -> str | None:

@@ -162,8 +162,9 @@ class Trial:
     first_step_at: float | None = None  # wall-clock time of the first training step (start-up benchmark)
 
 
-def build_trial(config: dict, session: Session) -> Trial:
-    """Build task, data, model, loss, optimiser and schedule; resume from the session's checkpoint."""
+def build_trial(config: dict, session: Session, init_from_data_: bool = True) -> Trial:
+    """Build task, data, model, loss, optimiser and schedule; resume from the session's checkpoint.
+    ``init_from_data_=False`` skips a model's closed-form start (timing runs need no fit)."""
     train_cfg, opt_cfg, sch_cfg = config["train"], config["optimizer"], config["schedule"]
     seed = int(train_cfg.get("seed", 0))
     seed_everything(seed + session.rank)
@@ -189,6 +190,8 @@ def build_trial(config: dict, session: Session) -> Trial:
     model = build_model(config)
     finetuning = load_pretrained_weights(model, config.get("pretrained"), config["model"]["architecture"],
                                          session.world_size, session.rank)
+    if finetuning is None and init_from_data_:
+        init_from_data(model, task, seed)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)
@@ -233,6 +236,20 @@ def build_trial(config: dict, session: Session) -> Trial:
         torch.set_rng_state(state["rng"]["torch"])
         log.info("resumed from checkpoint at epoch %d", trial.start_epoch)
     return trial
+
+
+def init_from_data(model: torch.nn.Module, task, seed: int) -> None:
+    """Models with a closed-form start (``init_from_pairs``: the lut3d family's least-squares LUT)
+    get it from the training pairs' colours; the same draw on every worker (``seed``)."""
+    init = getattr(model, "init_from_pairs", None)
+    pairs = getattr(task, "train_pairs", None)
+    if init is None or not pairs:
+        return
+    from platform.floors import training_colours
+
+    x, y = training_colours(pairs, seed=seed)
+    if x.shape[1] >= 3:
+        init(x[:, :3], y[:, :3])
 
 
 def reapply_hyperparameters(optimizer, scheduler, opt_cfg: dict) -> None:
