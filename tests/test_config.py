@@ -11,6 +11,7 @@ import yaml
 
 from platform.config import load_spec
 from platform.errors import ConfigError
+from platform.search.presets import cpu_nafnet
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,7 +38,10 @@ def test_shipped_space_loads_with_and_without_quick():
     quick = load_spec("nafnet_fewshot", quick=True)
     assert full["train"]["epochs"] > quick["train"]["epochs"]
     assert full["search"]["scheduler"]["max_t"] == full["train"]["epochs"]
-    assert quick["model"]["size"] == "small" and quick["model"]["options"]["width"] == {"choice": [8, 16]}
+    # --quick: two long trials of the lut3d family, sized to about 3 minutes of this machine.
+    assert quick["model"]["architecture"] == "lut3d" and quick["search"]["timebox"]["seconds"] == 180
+    assert full["search"]["timebox"]["seconds"] is None and full["model"]["architecture"] == "nafnet"
+    assert full["promotion"] == {"min_gain": None, "floors": True}
     assert set(full["loss"]) == {"l1", "lpips", "laplacian", "ssim"}
     assert full["search"]["searcher"]["name"] == "optuna" and full["search"]["scheduler"]["name"] == "asha"
 
@@ -74,7 +78,7 @@ def test_param_space_has_tune_domains():
 
     from platform.search.space import param_space, searched_keys
 
-    spec = load_spec("nafnet_fewshot", quick=True)
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet())
     space = param_space(spec, {"storage_path": "/x"})
     assert isinstance(space["optimizer"]["lr"], Float)
     assert isinstance(space["model"]["options"]["width"], Categorical)
@@ -138,7 +142,7 @@ def test_set_overrides_are_dotted_yaml_values_applied_after_quick():
                             "optimizer.lr={loguniform: [1.0e-4, 1.0e-3]}", "task.augment.hflip=0"])
     assert sets == {"resources": {"gpus_per_worker": 0.25}, "search": {"max_concurrent": 4},
                     "optimizer": {"lr": {"loguniform": [1.0e-4, 1.0e-3]}}, "task": {"augment": {"hflip": 0}}}
-    spec = load_spec("nafnet_fewshot", quick=True, overrides=sets)
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet(sets))
     assert spec["resources"]["gpus_per_worker"] == 0.25 and spec["search"]["max_concurrent"] == 4
     for bad in ("resources.gpus_per_worker", "=3", "a..b=1", "x=[1, 2"):
         with pytest.raises(ConfigError, match="--set"):

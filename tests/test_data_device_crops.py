@@ -13,6 +13,7 @@ from platform.data.paired import CropDataset, Pair
 from platform.errors import ConfigError
 from platform.train.loop import train_loop
 from platform.train.session import Session
+from platform.search.presets import cpu_nafnet
 
 
 def _pairs() -> list[Pair]:
@@ -89,8 +90,8 @@ def test_trainer_with_device_crops_matches_the_loader(one_thread, tmp_path):
                  "optimizer": {"lr": 1.0e-3}, "train": {"epochs": 2, "image_every": 2}}
     runs = {}
     for mode in ("on", "off"):
-        spec = load_spec("nafnet_fewshot", quick=True, overrides={**overrides, "train": {
-            **overrides["train"], "device_crops": mode}})
+        spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({**overrides, "train": {
+            **overrides["train"], "device_crops": mode}}))
         session = Session(tmp_path / mode)
         train_loop(spec.config, session)
         runs[mode] = session.reports

@@ -25,6 +25,7 @@ from platform.config import load_spec
 from platform.errors import ConfigError
 from platform.search import SearchOptions, run_search
 from netutil import free_ports
+from platform.search.presets import cpu_nafnet
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +51,7 @@ def _trial_config(**extra) -> dict:
     """A concrete trial config (every searched value pinned) of the quick NAFNet space."""
     from platform.config import _walk_nodes, is_search_node
 
-    spec = load_spec("nafnet_fewshot", quick=True, overrides=_merge(TINY, extra))
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet(_merge(TINY, extra)))
     searched = [p for p, n in _walk_nodes(spec.config) if is_search_node(n)]
     assert not searched, searched
     return spec.config
@@ -465,7 +466,7 @@ def test_multi_node_search_with_s3_storage(tmp_cwd, s3_endpoint):
                                   "search": {"max_concurrent": 2}})
         try:
             out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=2, address=cluster.address,
-                                           storage=f"s3://{bucket}/ray", overrides=overrides))
+                                           storage=f"s3://{bucket}/ray", overrides=cpu_nafnet(overrides)))
         except RuntimeError as exc:  # checked last: what the trials left must hold regardless
             out, error = None, exc
         assert ray.is_initialized()  # the driver does not stop a cluster it only connected to

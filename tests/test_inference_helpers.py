@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from platform.search.presets import cpu_nafnet
 
 TINY_OPTIONS = {"width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1],
                 "drop_out_rate": 0.0}
@@ -40,7 +41,7 @@ def tiny_config(crop: int = 64) -> dict:
     """A resolved trial config of the quick profile with a tiny NAFNet and ``_model_kwargs``."""
     from platform.config import load_spec
 
-    cfg = _resolve(copy.deepcopy(load_spec("nafnet_fewshot", quick=True).config))
+    cfg = _resolve(copy.deepcopy(load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet()).config))
     cfg["model"]["architecture"] = "nafnet"
     cfg["model"]["size"] = "small"
     cfg["model"]["options"] = dict(TINY_OPTIONS)

@@ -13,6 +13,7 @@ from platform.losses import LOSSES
 from platform.models import MODELS, register_model
 from platform.train.loop import build_model, load_checkpoint_state, train_loop
 from platform.train.session import Session
+from platform.search.presets import cpu_nafnet
 
 
 class _TinySeg(nn.Module):
@@ -70,10 +71,10 @@ def test_image_loss_trains_through_the_trainer(name, trunks, tmp_path, monkeypat
     monkeypatch.setenv("PLATFORM_PRETRAINED_DIR", str(trunks))
     crop, batch = (176, 2) if name == "ms_ssim" else (32, 4)  # MS-SSIM's 5 scales need > 160 px
     loss = {"l1": 0.0, "lpips": 0.0, "laplacian": 0.0, "ssim": 0.0, name: 1.0}
-    spec = load_spec("nafnet_fewshot", quick=True, overrides={
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({
         "task": {"crop": crop, "crops_per_epoch": 2 * batch, "batch_size": batch, "val_max_side": 64},
         "model": {"options": {"width": 8}}, "loss": loss, "optimizer": {"lr": 1.0e-3},
-        "train": {"epochs": 1, "precision": "bf16", "image_every": 1}})
+        "train": {"epochs": 1, "precision": "bf16", "image_every": 1}}))
     _check(spec.config, name, tmp_path)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from platform.search import SearchOptions, run_search
+from platform.search.presets import cpu_nafnet
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def test_search_tracks_registers_and_guards_the_champion(tmp_cwd):
         # One trial at a time: the order (and so which trials ASHA stops) is deterministic.
         "search": {"max_concurrent": 1, "scheduler": {"grace_period": 1, "reduction_factor": 3}},
     }
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=overrides))
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=cpu_nafnet(overrides)))
     assert len(out.rows) == 4
     stops = [r["stop"] for r in out.rows]
     assert any(s.startswith("early-stopped") for s in stops), stops
@@ -86,7 +87,7 @@ def test_search_tracks_registers_and_guards_the_champion(tmp_cwd):
     # A worse search (learning rate ~0, one epoch) registers a version but keeps the champion.
     worse = {**TINY, "optimizer": {"lr": 1.0e-9}, "loss": {"lpips": 0.0, "laplacian": 0.0, "ssim": 0.0},
              "model": {"options": {"width": 8}}, "train": {"epochs": 1}}
-    out2 = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=worse))
+    out2 = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=cpu_nafnet(worse)))
     assert out2.promotion.version == "2" and not out2.promotion.promoted
     assert str(client.get_model_version_by_alias("nafnet_fewshot", "champion").version) == "1"
     v2 = client.get_model_version("nafnet_fewshot", "2")
@@ -101,7 +102,7 @@ def test_ddp_trial_through_torch_trainer(tmp_cwd):
     overrides = {**TINY, "train": {"epochs": 2, "image_every": 1},
                  "optimizer": {"lr": 1.0e-3}, "model": {"options": {"width": 8}},
                  "resources": {"workers": 2, "mode": "train"}}
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=overrides,
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=cpu_nafnet(overrides),
                                    promote=False))
     row = out.rows[0]
     assert row["epochs"] == 2 and row["stop"] == "completed"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from platform.search import SearchOptions, run_search
+from platform.search.presets import cpu_nafnet
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +74,7 @@ def test_failures_stay_in_their_trial_retention_and_report(tmp_cwd):
                                           {"optimizer.lr": 1.0e-3, "task.batch_size": 64},
                                           {"optimizer.lr": 1.0e-3, "task.batch_size": 4}]},
     }
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=3, overrides=overrides, promote=False))
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=3, overrides=cpu_nafnet(overrides), promote=False))
     by_stop = {r["stop"].split(":")[0]: r for r in out.rows}
     assert set(by_stop) == {"completed", "failed (nan-loss)", "failed (exception)"}, [r["stop"] for r in out.rows]
     assert "training loss became nan at epoch 1" in by_stop["failed (nan-loss)"]["stop"]
@@ -110,7 +111,7 @@ def test_dollar_budget_stops_new_trials_at_the_limit(tmp_cwd):
                  "search": {"max_concurrent": 1, "scheduler": {"name": "asha", "grace_period": 1,
                                                                "reduction_factor": 2},
                             "budget": {"usd": 0.01, "price_per_cpu_hour": 36.0}, "report": False}}
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=overrides, promote=False))
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=cpu_nafnet(overrides), promote=False))
     assert len(out.rows) == 1
     row = out.rows[0]
     assert row["stop"].startswith("stopped by budget at epoch 1 (end of rung 1)"), row["stop"]
@@ -126,7 +127,7 @@ def test_four_trials_share_one_fake_gpu(tmp_cwd):
     overrides = {**TINY, "train": {"epochs": 1, "image_every": 1},
                  "resources": {"gpus_per_worker": 0.25, "cpus_per_worker": 1, "gpu_memory_gb": 16},
                  "search": {"max_concurrent": 4, "scheduler": {"name": "fifo"}, "report": False}}
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=overrides, promote=False))
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=cpu_nafnet(overrides), promote=False))
     assert len(out.rows) == 4 and all(r["stop"] == "completed" for r in out.rows)
     kids = _children(_client(), out.parent_run_id)
     assert len(kids) == 4 and {k.data.tags["resources.gpu"] for k in kids} == {"0.25"}

@@ -13,6 +13,7 @@ import torch
 from platform.config import load_spec
 from platform.errors import ConfigError
 from platform.search.conditional import SpaceModel, expand_points
+from platform.search.presets import cpu_nafnet
 
 DATA = Path(__file__).parent / "data"
 SPACE = DATA / "search_conditional.yaml"
@@ -109,11 +110,11 @@ def test_points_to_evaluate_are_checked_and_translated():
 def test_grid_searcher_runs_every_lambda_combination_once():
     from platform.search.space import make_searcher, num_samples
 
-    spec = load_spec("nafnet_fewshot", quick=True, overrides={
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({
         "model": {"options": {"width": 8}},
         "loss": {"l1": 1.0, "lpips": 0.0, "ssim": {"grid": [0.0, 0.2]}, "laplacian": {"uniform": [0.0, 1.0]}},
         "optimizer": {"lr": 1.0e-3},
-        "search": {"num_trials": 50, "searcher": {"name": "grid", "grid_points": 3}, "max_concurrent": 1}})
+        "search": {"num_trials": 50, "searcher": {"name": "grid", "grid_points": 3}, "max_concurrent": 1}}))
     model = SpaceModel.from_spec(spec)
     n = num_samples(spec, model)
     assert n == 6
@@ -129,8 +130,8 @@ def test_grid_searcher_runs_every_lambda_combination_once():
 
 
 def _bohb_spec():
-    return load_spec("nafnet_fewshot", quick=True, overrides={
-        "model": {"size": "small", "options": {"width": 8}}, "search": {"scheduler": {"name": "bohb"}}})
+    return load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({
+        "model": {"size": "small", "options": {"width": 8}}, "search": {"scheduler": {"name": "bohb"}}}))
 
 
 def test_bohb_suggests_inside_the_space():
@@ -172,9 +173,9 @@ def test_schedulers_are_selectable():
 
     base = {"model": {"options": {"width": 8}}}
     for name, cls in (("asha", ResumableASHA), ("hyperband", HyperBandScheduler), ("pbt", PopulationBasedTraining)):
-        spec = load_spec("nafnet_fewshot", quick=True, overrides={**base, "search": {"scheduler": {"name": name}}})
+        spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({**base, "search": {"scheduler": {"name": name}}}))
         assert isinstance(make_scheduler(spec), cls)
-    spec = load_spec("nafnet_fewshot", quick=True, overrides={**base, "search": {"scheduler": {"name": "pbt"}}})
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({**base, "search": {"scheduler": {"name": "pbt"}}}))
     pbt = make_scheduler(spec)
     assert set(pbt._hyperparam_mutations) == {"loss", "optimizer"}  # the continuous keys: λ and lr
     assert set(pbt._hyperparam_mutations["loss"]) == {"l1", "lpips", "laplacian", "ssim"}
@@ -348,10 +349,10 @@ def test_lockstep_repeats_with_the_real_trainer_over_folds(tmp_path):
     from platform.train.session import Session
     from trainables.repeats import run_lockstep
 
-    spec = load_spec("nafnet_fewshot", quick=True, overrides={
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({
         "task": {"crop": 48, "crops_per_epoch": 8, "batch_size": 4, "val_max_side": 96},
         "model": {"options": {"width": 8}}, "loss": {"l1": 1.0, "lpips": 0.0, "ssim": 0.0, "laplacian": 0.0},
-        "optimizer": {"lr": 1.0e-3}, "train": {"epochs": 1, "image_every": 1}})
+        "optimizer": {"lr": 1.0e-3}, "train": {"epochs": 1, "image_every": 1}}))
     import optuna
 
     cfg = SpaceModel.from_spec(spec)(optuna.create_study().ask())

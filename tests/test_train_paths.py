@@ -18,6 +18,7 @@ from platform.config import load_spec
 from platform.models import register_model
 from platform.train.loop import train_loop
 from platform.train.session import Session
+from platform.search.presets import cpu_nafnet
 
 # bf16 keeps 8 bits of mantissa: on these 3-epoch runs its PSNR stays within 0.01 dB of fp32
 # (measured 19.546 vs 19.551 dB for NAFNet width 8); 0.1 dB leaves room for other CPUs' kernels.
@@ -54,14 +55,14 @@ def _one_thread(one_thread):
 def _config(precision: str = "fp32", compile_: bool = False, architecture: str = "nafnet", epochs: int = 3) -> dict:
     model = ({"architecture": "nafnet", "size": "small", "options": {"width": 8}} if architecture == "nafnet"
              else {"architecture": architecture, "size": None, "options": {}})
-    return load_spec("nafnet_fewshot", quick=True, overrides={
+    return load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({
         "task": {"crop": 48, "crops_per_epoch": 64, "batch_size": 8, "val_max_side": 128},
         "model": model,
         "loss": {"l1": 1.0, "lpips": 0.0, "laplacian": 0.0, "ssim": 0.0},
         "optimizer": {"lr": 2.0e-3},
         "schedule": {"warmup_epochs": 0},
         "train": {"epochs": epochs, "precision": precision, "compile": compile_, "image_every": epochs},
-    }).config
+    })).config
 
 
 def _psnrs(config: dict, tmp_path, name: str) -> list[float]:

@@ -16,6 +16,7 @@ from platform.config import load_spec
 from platform.errors import ConfigError
 from platform.train.loop import load_checkpoint_state, train_loop
 from platform.train.session import Session
+from platform.search.presets import cpu_nafnet
 
 OPTIONS = {"width": 8, "enc_blk_nums": [1, 1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1],
            "drop_out_rate": 0.0}
@@ -36,14 +37,14 @@ def store(tmp_path, monkeypatch):
 
 
 def _config(pretrained: dict, epochs: int = 3) -> dict:
-    spec = load_spec("nafnet_fewshot", quick=True, overrides={
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({
         "task": {"crop": 32, "crops_per_epoch": 8, "batch_size": 4, "val_max_side": 64},
         "model": {"size": "small", "options": OPTIONS},
         "loss": {"l1": 1.0, "lpips": 0.0, "laplacian": 0.0, "ssim": 0.0},
         "optimizer": {"lr": 1.0e-3, "grad_clip": None},
         "schedule": {"warmup_epochs": 0, "name": "constant"},
         "train": {"epochs": epochs, "image_every": epochs},
-        "pretrained": {"key": KEY, **pretrained}})
+        "pretrained": {"key": KEY, **pretrained}}))
     return spec.config
 
 
@@ -134,7 +135,7 @@ def test_search_with_pretrained_section_records_the_fine_tuning(store, tmp_cwd):
         "pretrained": {"key": KEY, "backbone_lr_factor": {"loguniform": [0.01, 1.0]},
                        "freeze_epochs": {"randint": [0, 2]}},
     }
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=2, promote=False, overrides=overrides))
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=2, promote=False, overrides=cpu_nafnet(overrides)))
     assert len(out.rows) == 2
     client = MlflowClient()
     exp = client.get_experiment_by_name("nafnet_fewshot")
@@ -160,7 +161,7 @@ def test_search_with_a_missing_pretrained_key_stops_before_ray(store, tmp_cwd):
 
     with pytest.raises(WeightsUnavailableError, match="layer_2/nafnet/missing.pth"):
         run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1,
-                                 overrides={"pretrained": {"key": "layer_2/nafnet/missing.pth"}}))
+                                 overrides=cpu_nafnet({"pretrained": {"key": "layer_2/nafnet/missing.pth"}})))
     import ray
 
     assert not ray.is_initialized()

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from platform.search.presets import cpu_nafnet
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {**SPACE, "train": {"epochs": args.epochs, "image_every": args.epochs, "seed": args.seed},
                          "search": search}
             t0 = time.perf_counter()
-            out = run_search(SearchOptions("nafnet_fewshot", quick=True, overrides=overrides, promote=False,
+            out = run_search(SearchOptions("nafnet_fewshot", quick=True, overrides=cpu_nafnet(overrides), promote=False,
                                            experiment=f"bench_search_{name.replace('+', '_')}"))
             wall = time.perf_counter() - t0
             c = curve(out.rows)

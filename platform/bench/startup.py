@@ -18,6 +18,7 @@ import statistics
 import time
 
 from platform.errors import cli_main
+from platform.search.presets import cpu_nafnet
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ def _space():
     from platform.config import load_spec
     from platform.data.samples import resolve_data
 
-    spec = load_spec("nafnet_fewshot", quick=True, overrides={
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({
         "task": {"crop": 48, "crops_per_epoch": 8, "batch_size": 4, "val_max_side": 64},
         "model": {"size": "small", "options": {"width": 8}},
         "loss": {"l1": 1.0, "lpips": 0.0, "laplacian": 0.0, "ssim": 0.0},
-        "optimizer": {"lr": 1e-3}, "train": {"epochs": 1}})
+        "optimizer": {"lr": 1e-3}, "train": {"epochs": 1}}))
     spec.config["task"]["data"] = str(resolve_data(spec.config["task"]["data"]))
     return spec
 

@@ -43,3 +43,28 @@ PRESETS: dict[str, dict] = {
                    "model.options.drop_path_rate": 0.15, "task.batch_size": 8, "optimizer.lr": 1.0e-3, **_COMMON},
     },
 }
+
+
+# The CPU-sized NAFNet that `--quick` ran before it was time-boxed: a width-8/16, one-block-per-
+# level network on 64 px crops for 6 epochs. Engine tests and benchmarks that exercise the search
+# machinery (not the quality of its result) merge it into their overrides to stay fast and fixed.
+CPU_NAFNET: dict = {
+    "task": {"crop": 64, "crops_per_epoch": 32, "batch_size": 4, "val_max_side": 256},
+    "model": {"architecture": "nafnet", "size": "small",
+              "options": {"width": {"choice": [8, 16]}, "enc_blk_nums": [1, 1, 1], "middle_blk_num": 1,
+                          "dec_blk_nums": [1, 1, 1], "drop_out_rate": 0.0}},
+    "loss": {"l1": {"uniform": [0.5, 1.0]}, "lpips": {"uniform": [0.0, 0.5]}, "laplacian": {"uniform": [0.0, 1.0]},
+             "ssim": {"uniform": [0.0, 0.5]}},
+    "optimizer": {"lr": {"loguniform": [1.0e-4, 2.0e-3]}, "betas": [0.9, 0.9], "weight_decay": 1.0e-4},
+    "schedule": {"warmup_epochs": 2},
+    "train": {"epochs": 6, "image_every": 3},
+    "search": {"num_trials": 4, "max_concurrent": 2, "points_to_evaluate": [], "timebox": {"seconds": None},
+               "scheduler": {"grace_period": 2, "reduction_factor": 2, "max_t": 6}, "searcher": {"n_startup_trials": 2}},
+}
+
+
+def cpu_nafnet(overrides: dict | None = None) -> dict:
+    """``CPU_NAFNET`` with ``overrides`` merged on top (theirs win)."""
+    from platform.config import deep_merge
+
+    return deep_merge(CPU_NAFNET, overrides or {})
