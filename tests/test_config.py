@@ -93,7 +93,7 @@ def _cli(*args, cwd=REPO):
 
 def test_cli_bad_input_is_one_paragraph_without_traceback(tmp_path):
     # Unknown architecture in the YAML.
-    out = _cli(str(_write(tmp_path, "model: {architecture: resnet9000}")), "--quick")
+    out = _cli(str(_write(tmp_path, "model: {architecture: resnet9000}")))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "model.architecture" in out.stderr and "resnet9000" in out.stderr
     # Negative λ.
@@ -132,7 +132,9 @@ def test_every_shipped_space_validates_full_and_quick(path):
         for a in (arch["choice"] if isinstance(arch, dict) else [arch]):
             assert a in models.available(), (path.name, a)
         if quick:
-            assert spec["resources"]["gpus_per_worker"] == 0 and spec["train"]["epochs"] <= 6
+            # Small enough for a CPU: a few epochs, or a wall-clock budget the trials are sized to.
+            assert spec["resources"]["gpus_per_worker"] == 0
+            assert spec["train"]["epochs"] <= 6 or spec["search"]["timebox"]["seconds"] <= 300
 
 
 def test_set_overrides_are_dotted_yaml_values_applied_after_quick():

@@ -31,6 +31,8 @@ def test_search_tracks_registers_and_guards_the_champion(tmp_cwd):
         "train": {"epochs": 6, "image_every": 2},
         # One trial at a time: the order (and so which trials ASHA stops) is deterministic.
         "search": {"max_concurrent": 1, "scheduler": {"grace_period": 1, "reduction_factor": 3}},
+        # The registry mechanics against the champion alone (the floors have their own test below).
+        "promotion": {"floors": False},
     }
     out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=cpu_nafnet(overrides)))
     assert len(out.rows) == 4
@@ -86,7 +88,7 @@ def test_search_tracks_registers_and_guards_the_champion(tmp_cwd):
 
     # A worse search (learning rate ~0, one epoch) registers a version but keeps the champion.
     worse = {**TINY, "optimizer": {"lr": 1.0e-9}, "loss": {"lpips": 0.0, "laplacian": 0.0, "ssim": 0.0},
-             "model": {"options": {"width": 8}}, "train": {"epochs": 1}}
+             "model": {"options": {"width": 8}}, "train": {"epochs": 1}, "promotion": {"floors": False}}
     out2 = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=cpu_nafnet(worse)))
     assert out2.promotion.version == "2" and not out2.promotion.promoted
     assert str(client.get_model_version_by_alias("nafnet_fewshot", "champion").version) == "1"
@@ -138,3 +140,32 @@ def test_architecture_battle_quick_pits_every_architecture(tmp_cwd):
     assert params["nafnet"]["model.options.width"] == "8" and "model.options.width" not in params["mambair"]
     assert params["convnext_unet"]["model.size"] == "nano"
     assert out.best["val_psnr"] == max(r["val_psnr"] for r in out.rows)
+
+
+def test_quick_search_is_sized_to_its_budget_and_judged_against_the_floors(tmp_cwd):
+    """The main job as shipped (`nafnet_fewshot --quick`), on a shorter budget: a measured time plan,
+    floors on the parent run, and a registry decision that follows the floor rule."""
+    from mlflow.tracking import MlflowClient
+
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, time_budget=120))
+    plan = out.timebox
+    assert plan and plan["trials"] == len(out.rows) and plan["step_s"] > 0
+    for row in out.rows:
+        cfg = row["result"].config
+        assert cfg["model"]["architecture"] == "lut3d" and cfg["task"]["crop"] == plan["crop"]
+        assert cfg["train"]["epochs"] == plan["epochs"] and 1 <= row["epochs"] <= plan["epochs"]
+
+    client = MlflowClient()
+    parent = client.get_run(out.parent_run_id)
+    assert set(out.floors) == {"identity", "poly_color", "lut3d"}
+    for name, scores in out.floors.items():
+        assert parent.data.metrics[f"floor.{name}.val_psnr"] == pytest.approx(scores["val_psnr"], abs=1e-4)
+    best_floor = max(out.floors, key=lambda n: out.floors[n]["val_psnr"])
+    assert parent.data.tags["floor.best"] == best_floor
+    assert {"identity.png", "lut3d.png", "input.png", "target.png"} <= {
+        a.path.split("/")[-1] for a in client.list_artifacts(out.parent_run_id, "floors")}
+
+    v = client.get_model_version("nafnet_fewshot", out.promotion.version)
+    assert v.tags["origin"] == "quick" and v.tags["promotion.floor"].startswith(f"{best_floor}=")
+    beats = float(v.tags["promotion.score"]) > out.floors[best_floor]["val_psnr"] + 0.5
+    assert out.promotion.promoted == beats, v.tags["promotion.reason"]
