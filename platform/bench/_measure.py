@@ -127,8 +127,9 @@ def profile_steps(step, n: int, device: torch.device, trace_gz) -> dict:
     """Profile ``n`` calls of ``step`` with ``torch.profiler``; write a gzipped Chrome trace.
 
     Returns the top-10 operators by self device time (self CPU time on a CPU) as text, the trace's
-    path (None if it was larger than 15 MiB and deleted) and ``device_busy``: the device's kernel time over the wall time (a low value means the GPU
-    waits for the host: launch overhead, Python, synchronisation).
+    path (None if it was larger than 15 MiB and deleted) and ``device_busy``: the device's kernel
+    time over the wall time (a low value means the GPU waits for the host: launch overhead,
+    Python, synchronisation).
     """
     import gzip
     import shutil

@@ -55,6 +55,19 @@ class Ctx:
         return self.device == "cuda"
 
 
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` on one line (NCCL puts the reason on the message's later lines)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+
+
+def device_env(device: torch.device) -> dict:
+    if device.type != "cuda":
+        return {}
+    props = torch.cuda.get_device_properties(device)
+    return {"cudnn": torch.backends.cudnn.version(), "capability": f"{props.major}.{props.minor}",
+            "sm_count": props.multi_processor_count, "bf16": torch.cuda.is_bf16_supported()}
+
+
 def target(name: str, figure, goal: str, met: bool | None, note: str = "") -> dict:
     return {"target": name, "figure": figure, "goal": goal, "met": met, "note": note}
 
@@ -70,6 +83,16 @@ def diagnose(profile: dict) -> str:
     return (f"the GPU computes {busy:.0%} of the wall time: the kernels themselves hold it back (see the top "
             "kernels: NAFNet's depthwise convolutions, LayerNorm and SimpleGate are memory-bound, few FLOPs "
             "per byte)")
+
+
+def profile_into(data: dict, step, steps: int, device: torch.device, trace, missed: list[str]) -> None:
+    """``data["profile"]``: a short profile of ``step`` with its diagnosis (or why it failed)."""
+    try:
+        prof = profile_steps(step, steps, device, trace)
+    except Exception as exc:  # noqa: BLE001 - a profiler problem must not lose the figures
+        data["profile"] = {"error": error_text(exc), "missed": missed}
+        return
+    data["profile"] = {**prof, "missed": missed, "diagnosis": diagnose(prof)}
 
 
 # --------------------------------------------------------------------------- 1. training step
@@ -101,11 +124,12 @@ def run_train(ctx: Ctx) -> None:
 
     def profile_if_missed(bench, result):
         missed = [t["target"] for t in targets_train(result) if t["met"] is False]
-        if (missed or ctx.tiny) and ctx.left() > 20:  # --tiny profiles anyway: the path must not rot
-            prof = profile_steps(bench.steps["platform"], 3, bench.device, ctx.out / "trace_train.json.gz")
-            data["profile"] = {**prof, "missed": missed, "diagnosis": diagnose(prof)}
+        # --tiny profiles whatever the figures: the path must not rot
+        if (missed or ctx.tiny) and ctx.left() > (3 if ctx.tiny else 20):
+            profile_into(data, bench.steps["platform"], 3, bench.device, ctx.out / "trace_train.json.gz", missed)
             ctx.save(data)
 
+    data["device_env"] = device_env(torch.device(ctx.device))
     data.update(train.run(train_args(ctx), deadline=ctx.deadline - 10, on_progress=progress,
                           before_compile=profile_if_missed))
     ctx.save(data)
@@ -133,6 +157,8 @@ def _profile_text(data: dict) -> str:
     if not prof:
         return ""
     missed = ", ".join(prof.get("missed") or []) or "none (profiled for the dry run)"
+    if "error" in prof:
+        return f"\n\nProfile for missed target(s) {missed} failed: {prof['error']}"
     trace = f"trace {Path(prof['trace']).name}" if prof.get("trace") else "trace too large, not kept"
     return (f"\n\nProfile ({prof['steps']} steps, {trace}) for missed target(s): {missed}. {prof['diagnosis']}."
             f"\n\n```\n{prof['top10']}\n```")
@@ -153,15 +179,16 @@ def targets_train(data: dict) -> list[dict]:
         out.append(target("train: MFU (bf16)", f"{100 * best:.1f}%", f">= {100 * TARGET_MFU:.0f}%",
                           best >= TARGET_MFU, who))
     elif data.get("rows"):
-        out.append(target("train: MFU (bf16)", None, f">= {100 * TARGET_MFU:.0f}%", None, "no bf16 peak for this device"))
+        out.append(target("train: MFU (bf16)", None, f">= {100 * TARGET_MFU:.0f}%", None,
+                          "no bf16 peak for this device"))
     return out
 
 
 # --------------------------------------------------------------------------- 2. tiled 4K inference
 def _tiled_settings(ctx: Ctx) -> dict:
     if ctx.tiny:
-        return {"options": TINY_NAFNET, "crop": 32, "width": 256, "height": 160, "frames": 1,
-                "runs": [("bf16", 0), ("bf16", 128), ("fp32", 0), ("fp32", 128)]}
+        return {"options": TINY_NAFNET, "crop": 32, "width": 192, "height": 136, "frames": 1,
+                "runs": [("bf16", 0), ("bf16", 128), ("fp32", 0)]}
     return {"options": {}, "crop": 256, "width": 3840, "height": 2160, "frames": 5,
             "runs": [("bf16", 0), ("bf16", 1024), ("bf16", 2048), ("fp32", 0), ("fp32", 1024)]}
 
@@ -177,15 +204,23 @@ def _predictor(ctx: Ctx, s: dict, precision: str, tile: int):
         s["width"], s["height"]), tlc=True))
 
 
-def _time_frames(predictor, frame, frames: int) -> tuple[float, "object"]:
+def _time_frames(predictor, frame, frames: int) -> tuple[float, float, "object"]:
+    """(frames/s of ``run``: host frame in and out; frames/s of the network alone on a frame already
+    on the device; the output image)."""
     import numpy as np
 
-    out = predictor.run(frame[:256, :256])  # warm-up (kernels, TLC sizes)
-    out = predictor.run(frame)  # untimed first full frame: allocator
+    out = predictor.run(frame)  # untimed first frame: kernels, TLC sizes, allocator
     t0 = time.perf_counter()
     for _ in range(frames):
         out = predictor.run(frame)
-    return frames / (time.perf_counter() - t0), np.asarray(out["image"])
+    fps = frames / (time.perf_counter() - t0)
+    x, _ = predictor.prepare(frame)
+    sync(predictor.device)
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        predictor.forward(x)
+    sync(predictor.device)
+    return fps, frames / (time.perf_counter() - t0), np.asarray(out["image"])
 
 
 def run_tiled(ctx: Ctx) -> None:
@@ -205,7 +240,7 @@ def run_tiled(ctx: Ctx) -> None:
             continue
         predictor = _predictor(ctx, s, precision, tile)
         try:
-            fps, image = _time_frames(predictor, frame, s["frames"] if precision == "bf16" else 1)
+            fps, net_fps, image = _time_frames(predictor, frame, s["frames"] if precision == "bf16" else 1)
         except torch.cuda.OutOfMemoryError:
             data["rows"].append({"precision": precision, "tile": tile or "whole", "status": "out of memory"})
             continue
@@ -216,8 +251,8 @@ def run_tiled(ctx: Ctx) -> None:
             whole[precision] = image
         ref = whole.get(precision)
         seam = float(np.abs(image - ref).max()) if tile and ref is not None else None
-        data["rows"].append({"precision": precision, "tile": tile or "whole", "fps": fps, "seam": seam,
-                             "status": "ok"})
+        data["rows"].append({"precision": precision, "tile": tile or "whole", "fps": fps, "network_fps": net_fps,
+                             "seam": seam, "status": "ok"})
         ctx.save(data)
     if "bf16" in whole and "fp32" in whole:
         data["bf16_vs_fp32"] = float(np.abs(whole["bf16"] - whole["fp32"]).max())
@@ -232,17 +267,19 @@ def _profile_tiled_if_missed(ctx: Ctx, s: dict, frame, data: dict) -> None:
         return
     predictor = _predictor(ctx, s, "bf16", tiles[0])
     predictor.run(frame)
-    prof = profile_steps(lambda: predictor.run(frame), 1, torch.device(ctx.device), ctx.out / "trace_tiled.json.gz")
-    data["profile"] = {**prof, "missed": missed, "diagnosis": diagnose(prof)}
+    profile_into(data, lambda: predictor.run(frame), 1, torch.device(ctx.device), ctx.out / "trace_tiled.json.gz",
+                 missed)
 
 
 def table_tiled(data: dict) -> str:
     s = data.get("settings", {})
-    rows = [[r["precision"], r["tile"], r.get("fps"), r.get("seam"), r["status"]] for r in data.get("rows", [])]
+    rows = [[r["precision"], r["tile"], r.get("fps"), r.get("network_fps"), r.get("seam"), r["status"]]
+            for r in data.get("rows", [])]
     text = (f"tiled inference: NAFNet small (width 32, TLC for crop {s.get('crop')}) on a {s.get('width')}x"
-            f"{s.get('height')} photo, frames/s of Predictor.run (host frame in, host frame out); seam = max "
-            "|tiled - whole frame| in image units [0, 1] at the same precision\n\n"
-            + md_table(["precision", "tile", "frames/s", "seam error", "status"], rows))
+            f"{s.get('height')} photo, frames/s of Predictor.run (host frame in, host frame out) and of the network "
+            "alone (frame already on the device); seam = max |tiled - whole frame| in image units [0, 1] at the "
+            "same precision\n\n"
+            + md_table(["precision", "tile", "frames/s", "network frames/s", "seam error", "status"], rows))
     if "bf16_vs_fp32" in data:
         text += f"\n\nwhole frame bf16 vs fp32: max abs difference {data['bf16_vs_fp32']:.3g} (rounding floor of bf16)"
     return text + _profile_text(data)
@@ -318,7 +355,7 @@ def _one_trial(config: dict, steps: int, device: str, root: str, threads: int, b
                      "val_psnr": val.sums.get("val_psnr", 0.0) / max(1, val.count)})
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which records it
         barrier.abort()
-        results.put({"index": index, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+        results.put({"index": index, "error": error_text(exc)})
 
 
 def _collect(procs, results, n: int, timeout: float) -> list[dict]:
@@ -407,9 +444,12 @@ def _zoo_pairs(ctx: Ctx) -> list[tuple[str, str | None]]:
     from platform.models import MODELS
 
     pairs = zoo()
-    if ctx.tiny:  # default sizes; MambaIR's pure-PyTorch scan takes minutes on a CPU
-        pairs = [(n, s) for n, s in pairs if s == MODELS.meta(n).get("default_size", s) and n != "mambair"]
-    return sorted(pairs, key=lambda p: p[0] == "mambair")  # the slowest last: the others first
+    if ctx.tiny:  # default sizes, no released-checkpoint presets (nafnet-sidd-width64...): the path, not the
+        # figures; and no MambaIR, whose pure-PyTorch scan takes minutes on a CPU
+        pairs = [(n, s) for n, s in pairs if s == MODELS.meta(n).get("default_size", s) and n != "mambair"
+                 and not n.startswith("nafnet-")]
+    # Each model at its default size first, then the other sizes; MambaIR (the slowest) last.
+    return sorted(pairs, key=lambda p: (p[0] == "mambair", p[1] != MODELS.meta(p[0]).get("default_size", p[1])))
 
 
 def run_zoo(ctx: Ctx) -> None:
@@ -428,8 +468,7 @@ def run_zoo(ctx: Ctx) -> None:
         try:
             data["rows"].append(measure(name, size, device, crop, batch, steps, warmup))
         except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM for the largest: recorded, the others go on
-            data["rows"].append({"model": name, "size": size or "-",
-                                 "error": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"})
+            data["rows"].append({"model": name, "size": size or "-", "error": f"failed: {error_text(exc)[:160]}"})
         if ctx.cuda:
             torch.cuda.empty_cache()
         ctx.save(data)
@@ -478,7 +517,7 @@ def _ddp_rank(rank: int, world: int, backend: str, port: int, config: dict, step
         float(train_epoch(trial, 1, max_steps=steps)[0])
         results.put({"rank": rank, "steps_per_s": steps / (time.perf_counter() - t0)})
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        results.put({"rank": rank, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+        results.put({"rank": rank, "error": error_text(exc)})
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -518,7 +557,8 @@ def run_ddp(ctx: Ctx) -> None:
         if ctx.left() < 10:
             data["rows"].append({"backend": backend, "processes": 2, "status": "out of time"})
             break
-        row = _ddp_run(ctx, backend, 2, config, steps, min(timeout, ctx.left() - 2))
+        limit = 30.0 if backend == "nccl" else timeout  # a refused NCCL may hang rather than fail
+        row = _ddp_run(ctx, backend, 2, config, steps, min(limit, ctx.left() - 2))
         data["rows"].append(row)
         ctx.save(data)
         if row["status"] == "ok":

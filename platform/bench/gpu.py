@@ -51,8 +51,9 @@ OPTIONAL = ("albumentations", "segmentation_models_pytorch", "lpips", "ray", "ml
 
 def collect_env(device: str) -> dict:
     """Versions and the GPU, without creating a CUDA context in this (forking) process."""
+    # Not torch.backends.cudnn.version(): it queries the GPUs' capabilities, creating a context
+    # (the train benchmark records cuDNN and the capability from its own process).
     env = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
            "device": device, "cpu_count": os.cpu_count(),
            "installed": {m: importlib.util.find_spec(m) is not None for m in OPTIONAL}}
     if device == "cuda" and shutil.which("nvidia-smi"):
@@ -69,7 +70,7 @@ def collect_env(device: str) -> dict:
 def _status_of(exc: BaseException) -> str:
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         return f"skipped: {exc.name.split('.')[0]} not installed"
-    return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    return f"failed: {_suite.error_text(exc)}"
 
 
 def _child(name: str, ctx: _suite.Ctx, record: Path) -> None:
@@ -178,6 +179,9 @@ class Output:
 
     def add(self, name: str, state: dict, text: str) -> None:
         self.results["benchmarks"][name] = state
+        if state["data"].get("device_env"):  # cuDNN and the GPU's capability, from the train benchmark
+            self.results["env"].update(state["data"]["device_env"])
+            _write_json(self.folder / "env.json", self.results["env"])
         self.sections.append(text)
         self.write()
 
@@ -189,19 +193,33 @@ class Output:
 def _env_line(env: dict) -> str:
     gpu = f"{env.get('gpu')} (driver {env.get('driver')}, {env.get('gpu_memory')})" if env.get("gpu") else env["device"]
     missing = [m for m, ok in env["installed"].items() if not ok]
-    return (f"device {gpu}; torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, Python {env['python']}, "
+    return (f"device {gpu}; torch {env['torch']}, CUDA {env['cuda']}, Python {env['python']}, "
             f"{env['cpu_count']} CPUs; not installed: {', '.join(missing) or 'none'}")
 
 
-def _prepare_data() -> None:
-    """Build the sample set once here, not in every benchmark process."""
+def _prepare() -> None:
+    """Build the sample set and import the trainer once here, not in every (forked) benchmark
+    process. Nothing here touches CUDA: a forked child could not use a context made before."""
+    import platform.bench.models  # noqa: F401
+    import platform.bench.predict  # noqa: F401
+    import platform.bench.train  # noqa: F401
+    import platform.config  # noqa: F401
+    import platform.inference  # noqa: F401
+    import platform.train.loop  # noqa: F401
     from platform.data.samples import ensure_sample
 
+    try:
+        import albumentations  # noqa: F401 - the training crops' augmentation
+    except ImportError:
+        pass  # the benchmarks that need it say so
     ensure_sample("vfx_grade")
 
 
 @cli_main
 def main(argv=None) -> int:
+    # Ask NVML, not the CUDA runtime, whether there is a GPU: this process forks the benchmarks, and
+    # a CUDA driver initialised before a fork cannot be used in the child.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("platform.bench").setLevel(logging.INFO)
     args = parser().parse_args(argv)
@@ -212,7 +230,9 @@ def main(argv=None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Output(Path(args.out or f"bench-gpu-{time.strftime('%Y%m%d-%H%M%S')}"), collect_env(device), args)
     print(out.sections[0], flush=True)
-    _prepare_data()
+    _prepare()
+    if torch.cuda.is_initialized():  # a forked benchmark could not use the GPU
+        log.warning("CUDA was initialised before forking the benchmarks: their CUDA calls may fail")
     states = _run_all([b for b in BENCHMARKS if b[0] in wanted], args, device, end, out)
     out.results["summary"], text = summary(states)
     out.results["wall_s"] = time.time() - start

@@ -10,6 +10,6 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
-export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
+export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1 PYTORCH_NVML_BASED_CUDA_CHECK=1
 python3 -m platform.bench gpu --minutes "$MINUTES" --out "$OUT/gpu" 2>&1 | tee "$OUT/log.txt"
 exit "${PIPESTATUS[0]}"
