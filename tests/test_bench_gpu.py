@@ -26,7 +26,7 @@ import sys
 for name in {absent!r}:
     sys.modules[name] = None  # "import name" raises ModuleNotFoundError, as where it is not installed
 from platform.bench.gpu import main
-sys.exit(main(["--device", "cpu", "--tiny", "--minutes", "4", "--out", {out!r}]))
+sys.exit(main(["--device", "cpu", "--tiny", "--minutes", "6", "--out", {out!r}]))
 """
 
 
@@ -41,8 +41,8 @@ def test_cpu_dry_run_runs_every_benchmark_without_the_missing_packages(tmp_path)
     results = json.loads((out / "results.json").read_text())
     statuses = {name: b["status"] for name, b in results["benchmarks"].items()}
     assert statuses == dict.fromkeys(["train", "tiled", "packed", "zoo", "ddp"], "ok"), (statuses, proc.stdout[-3000:])
-    # ~20 s on a quiet 2-core machine; the box is 4 minutes because the machine is shared.
-    assert wall < 4 * 60 + 30  # the box, plus imports and the grace a benchmark gets to save
+    # ~20 s on a quiet 2-core machine; the box is 6 minutes because the machine is shared.
+    assert wall < 6 * 60 + 30  # the box, plus imports and the grace a benchmark gets to save
     b = {name: s["data"] for name, s in results["benchmarks"].items()}
 
     names = [r["name"] for r in b["train"]["rows"] + b["train"]["compile"]["rows"]]
@@ -53,8 +53,9 @@ def test_cpu_dry_run_runs_every_benchmark_without_the_missing_packages(tmp_path)
     assert (out / "trace_train.json.gz").stat().st_size > 1000 and "device_busy" in b["train"]["profile"]
 
     tiled = {(r["precision"], r["tile"]): r for r in b["tiled"]["rows"]}
-    assert tiled[("bf16", 128)]["seam"] < 1e-3  # a receptive field inside the overlap: seamless
+    assert tiled[("fp32", 128)]["seam"] < 1e-4  # a receptive field inside the overlap: seamless
     assert tiled[("bf16", "whole")]["fps"] > 0 and b["tiled"]["bf16_vs_fp32"] < 0.05
+    assert "device_busy" in b["tiled"]["profile"] and (out / "trace_tiled.json.gz").is_file()
 
     packed = {r["trials"]: r for r in b["packed"]["rows"]}
     assert set(packed) == {1, 2} and all(r["status"] == "ok" and r["trials_per_hour"] > 0 for r in packed.values())
@@ -70,7 +71,7 @@ def test_cpu_dry_run_runs_every_benchmark_without_the_missing_packages(tmp_path)
     for heading in ("## train", "## tiled", "## packed", "## zoo", "## ddp", "## summary"):
         assert heading in tables
     assert json.loads((out / "env.json").read_text())["installed"]["segmentation_models_pytorch"] is False
-    assert {t["target"] for t in results["summary"]} >= {"train: platform / bare steps/s", "4K tiled bf16: seam error"}
+    assert {t["target"] for t in results["summary"]} >= {"train: platform / bare steps/s", "4K tiled: seam error"}
 
 
 def _ctx(tmp_path, seconds: float) -> _suite.Ctx:

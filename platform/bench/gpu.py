@@ -89,6 +89,8 @@ def _child(name: str, ctx: _suite.Ctx, record: Path) -> None:
     except BaseException as exc:  # noqa: BLE001 - recorded; the suite goes on
         state["status"] = _status_of(exc)
         state["traceback"] = traceback.format_exc()
+        if not state["status"].startswith("skipped"):
+            log.warning("%s %s", name, state["traceback"])
     _write_json(record, state)
     sys.stdout.flush()
     os._exit(0)

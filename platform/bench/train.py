@@ -203,8 +203,12 @@ def run(args, deadline: float | None = None, on_progress=None, before_compile=No
 def _compiled(bench: TrainBench, args, info: dict, deadline: float | None, flops: float, peak) -> dict:
     if deadline is not None and deadline - time.time() < args.compile_min_s:
         return {"status": f"out of time (compiling needs about {args.compile_min_s:.0f} s)"}
-    bench.add_compiled()
-    info[COMPILED] = bench.warm_up(COMPILED)
+    try:
+        bench.add_compiled()
+        info[COMPILED] = bench.warm_up(COMPILED)  # compiles: outside the timed rounds
+    except Exception as exc:  # noqa: BLE001 - e.g. no C compiler for Triton: the eager figures stand
+        log.warning("torch.compile failed: %s", exc)
+        return {"status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
     log.info("torch.compile warm-up: %.1f s", info[COMPILED]["warmup_s"])
     times = bench.measure(("bare", "platform", COMPILED), deadline)
     return {"status": "ok", "rows": _rows({COMPILED: times[COMPILED]}, info, args.batch, flops, peak),
