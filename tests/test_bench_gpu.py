@@ -117,3 +117,28 @@ def test_a_benchmark_that_fails_is_recorded_and_keeps_its_figures(tmp_path, monk
     monkeypatch.setitem(_suite.RUNS, "fake", fails)
     state = run_isolated("fake", _ctx(tmp_path, 30), kill_at=time.time() + 60)
     assert state["status"] == status and state["data"] == {"rows": [1]}
+
+
+def test_the_summary_checks_every_target_and_says_what_was_not_measured():
+    from platform.bench.gpu import summary
+
+    ratio = {"round_min": 0.9, "round_max": 1.1, "rounds": 5}
+    train = {"rows": [{"name": "platform", "mfu": 0.12}, {"name": "reference", "mfu": 0.5}],
+             "ratios": [{"name": "platform / bare", "ratio": 0.95, **ratio},
+                        {"name": "platform / reference", "ratio": 3.5, **ratio}],
+             "compile": {"status": "ok", "rows": [{"name": "platform+compile", "mfu": 0.22}], "ratios": []}}
+    tiled = {"settings": {"primary": "bf16"},
+             "rows": [{"precision": "bf16", "tile": "whole", "fps": 30.0, "seam": None},
+                      {"precision": "bf16", "tile": 1024, "fps": 8.0, "seam": 2e-3},
+                      {"precision": "bf16", "tile": 2048, "fps": 12.0, "seam": 5e-4},
+                      {"precision": "fp32", "tile": 1024, "fps": 3.0, "seam": 1e-6}]}
+    states = {"train": {"status": "ok", "data": train}, "tiled": {"status": "ok", "data": tiled},
+              "packed": {"status": "out of time", "data": {}}}
+    rows, text = summary(states)
+    verdicts = {r["target"]: r["met"] for r in rows}
+    assert verdicts == {"train: platform / bare steps/s": False, "train: platform / reference steps/s": True,
+                        "train: MFU (bf16)": True,  # the compiled step's; the fp32 reference does not count
+                        "4K tiled: frames/s": True,  # the best tile size
+                        "4K tiled: seam error": False,  # the worst bf16 tile size
+                        "packed": None}
+    assert "**missed**" in text and "out of time" in text
