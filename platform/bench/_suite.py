@@ -388,7 +388,7 @@ def _collect(procs, results, n: int, timeout: float) -> list[dict]:
 def _wave(ctx: Ctx, config: dict, n: int, steps: int, timeout: float) -> dict:
     mpc = mp.get_context("fork")
     barrier, results = mpc.Barrier(n), mpc.Queue()
-    threads = max(1, (os.cpu_count() or 2) // n)
+    threads = _threads(ctx, n)
     root = tempfile.mkdtemp(prefix=f"packed{n}-", dir=ctx.work)
     procs = [mpc.Process(target=_one_trial, args=(config, steps, ctx.device, root, threads, barrier, results, i))
              for i in range(n)]
@@ -497,6 +497,12 @@ def table_zoo(data: dict) -> str:
 
 
 # --------------------------------------------------------------------------- 5. DDP on one device
+def _threads(ctx: Ctx, processes: int) -> int:
+    """CPU threads per process: the cores shared out; one on --tiny, where OpenMP threads waiting for
+    each other on a loaded 2-core machine make a step 100x slower."""
+    return 1 if ctx.tiny else max(1, (os.cpu_count() or 2) // processes)
+
+
 def _free_port() -> int:
     import socket
 
@@ -506,7 +512,7 @@ def _free_port() -> int:
 
 
 def _ddp_rank(rank: int, world: int, backend: str, port: int, config: dict, steps: int, device: str, root: str,
-              results) -> None:
+              threads: int, results) -> None:
     """One DDP rank (forked process): the platform's trial, ``steps`` timed steps after 2 warm-up steps."""
     import datetime
 
@@ -515,7 +521,7 @@ def _ddp_rank(rank: int, world: int, backend: str, port: int, config: dict, step
     try:
         from platform.train.loop import build_trial, train_epoch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+        torch.set_num_threads(threads)
         dev = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
         if world > 1:
             dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
@@ -538,8 +544,8 @@ def _ddp_run(ctx: Ctx, backend: str, world: int, config: dict, steps: int, timeo
     mpc = mp.get_context("fork")
     results, port = mpc.Queue(), _free_port()
     root = tempfile.mkdtemp(prefix=f"ddp-{backend}-", dir=ctx.work)
-    procs = [mpc.Process(target=_ddp_rank, args=(r, world, backend, port, config, steps, ctx.device, root, results))
-             for r in range(world)]
+    procs = [mpc.Process(target=_ddp_rank, args=(r, world, backend, port, config, steps, ctx.device, root,
+                                                 _threads(ctx, world), results)) for r in range(world)]
     for p in procs:
         p.start()
     got = _collect(procs, results, world, timeout)

@@ -76,6 +76,7 @@ def _status_of(exc: BaseException) -> str:
 def _child(name: str, ctx: _suite.Ctx, record: Path) -> None:
     """The benchmark's own process: run it, saving figures as they come, and exit."""
     os.setpgrp()  # its own process group: the parent stops it with everything it started
+    _die_with_parent()
     state = {"status": "running", "data": {}}
 
     def save(data: dict) -> None:
@@ -83,6 +84,8 @@ def _child(name: str, ctx: _suite.Ctx, record: Path) -> None:
         _write_json(record, state)
 
     ctx.save = save
+    if ctx.tiny:  # see _suite._threads
+        torch.set_num_threads(1)
     try:
         _suite.RUNS[name](ctx)
         state["status"] = "ok"
@@ -94,6 +97,16 @@ def _child(name: str, ctx: _suite.Ctx, record: Path) -> None:
     _write_json(record, state)
     sys.stdout.flush()
     os._exit(0)
+
+
+def _die_with_parent() -> None:
+    """Linux: be killed when the suite's process dies (its own process group would outlive it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _write_json(path: Path, obj) -> None:
