@@ -142,3 +142,12 @@ def test_the_summary_checks_every_target_and_says_what_was_not_measured():
                         "4K tiled: seam error": False,  # the worst bf16 tile size
                         "packed": None}
     assert "**missed**" in text and "out of time" in text
+
+
+def test_unknown_benchmark_or_budget_is_a_one_paragraph_error(capsys):
+    from platform.bench.gpu import main
+
+    assert main(["--only", "train,warp"]) == 2
+    assert "--only: unknown benchmark(s) warp; choose from train, tiled, packed, zoo, ddp." in capsys.readouterr().err
+    assert main(["--minutes", "0"]) == 2
+    assert "--minutes is 0.0" in capsys.readouterr().err

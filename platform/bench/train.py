@@ -184,6 +184,9 @@ def run(args, deadline: float | None = None, on_progress=None, before_compile=No
     than ``--compile-min-s`` seconds are left; ``on_progress(result)`` is called with the eager
     figures before compiling, ``before_compile(bench, result)`` too (the GPU suite profiles there).
     """
+    threads = args.threads or (1 if args.device == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     bench = TrainBench(args)
     info = {name: bench.warm_up(name) for name in EAGER}
     times = bench.measure(EAGER, deadline)
@@ -217,7 +220,7 @@ def _compiled(bench: TrainBench, args, info: dict, deadline: float | None, flops
 
 def settings(args) -> dict:
     return {k: getattr(args, k) for k in ("model", "size", "options", "crop", "batch", "device", "rounds",
-                                          "round_steps", "warmup", "compile")}
+                                          "round_steps", "warmup", "compile")} | {"threads": torch.get_num_threads()}
 
 
 def format_results(result: dict) -> str:
@@ -228,8 +231,8 @@ def format_results(result: dict) -> str:
     rows += comp.get("rows", [])
     ratios += comp.get("ratios", [])
     head = (f"train step: {s['model']}/{s['size']} {s['options'] or ''} crop {s['crop']} batch {s['batch']}, "
-            f"{result['device_name']}; median of {s['rounds']} interleaved rounds of {s['round_steps']} steps "
-            f"(after {s['warmup']} warm-up)")
+            f"{result['device_name']} ({s.get('threads')} CPU threads); median of {s['rounds']} interleaved rounds "
+            f"of {s['round_steps']} steps (after {s['warmup']} warm-up)")
     table = md_table(["loop", "steps/s", "min-max", "images/s", "peak MB", "warm-up s", "TFLOP/s", "MFU"],
                      [[r["name"], r["steps_per_s"], f"{r['steps_per_s_min']:.3g}-{r['steps_per_s_max']:.3g}",
                        r["images_per_s"], r["peak_mem_mb"], r["warmup_s"], r["tflops"],
@@ -252,6 +255,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     p.add_argument("--round-steps", type=int, default=3, help="steps of each contender per round (default 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps of each contender first (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: 1 on a CPU, where OpenMP threads waiting for each other on a "
+                        "shared machine make the figures swing; torch's default with CUDA)")
     p.add_argument("--compile", action="store_true", help="add the platform's trial under torch.compile")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
     p.add_argument("--compile-min-s", type=float, default=90.0, help=argparse.SUPPRESS)
@@ -259,6 +265,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check_args(args) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads is {args.threads}; give a positive number of CPU threads.")
     for name in ("crop", "batch", "rounds", "round_steps"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} is {getattr(args, name)}; give a positive number.")
