@@ -151,3 +151,16 @@ def test_unknown_benchmark_or_budget_is_a_one_paragraph_error(capsys):
     assert "--only: unknown benchmark(s) warp; choose from train, tiled, packed, zoo, ddp." in capsys.readouterr().err
     assert main(["--minutes", "0"]) == 2
     assert "--minutes is 0.0" in capsys.readouterr().err
+
+
+def test_an_installed_package_that_does_not_import_is_left_out(tmp_path, monkeypatch):
+    from platform.bench.gpu import _disable_broken
+
+    (tmp_path / "gb_broken_pkg.py").write_text("from huggingface_hub import no_such_name_in_any_version\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "gb_broken_pkg", raising=False)
+    broken = _disable_broken(("gb_broken_pkg", "gb_not_installed_pkg"))
+    assert list(broken) == ["gb_broken_pkg"] and "ImportError" in broken["gb_broken_pkg"]
+    with pytest.raises(ImportError):  # now as if not installed: the model registry leaves it out
+        import gb_broken_pkg  # noqa: F401
+    monkeypatch.delitem(sys.modules, "gb_broken_pkg")

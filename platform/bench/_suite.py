@@ -470,7 +470,8 @@ def run_zoo(ctx: Ctx) -> None:
     crop, batch, steps, warmup = (32, 2, 1, 0) if ctx.tiny else (256, 8, 5, 2)
     data = {"settings": {"crop": crop, "batch": batch, "steps": steps, "warmup": warmup}, "rows": [], "notes": []}
     if importlib.util.find_spec("segmentation_models_pytorch") is None:
-        data["notes"].append("segmentation models skipped: segmentation_models_pytorch not installed")
+        data["notes"].append("segmentation models skipped: segmentation_models_pytorch not installed (or it does "
+                             "not import: see env.json)")
     device = torch.device(ctx.device)
     for name, size in _zoo_pairs(ctx):
         if ctx.left() < (2 if ctx.tiny else 8):

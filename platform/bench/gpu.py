@@ -212,6 +212,23 @@ def _env_line(env: dict) -> str:
             f"{env['cpu_count']} CPUs; not installed: {', '.join(missing) or 'none'}")
 
 
+def _disable_broken(names=("segmentation_models_pytorch",)) -> dict[str, str]:
+    """Make an installed package that fails to import (e.g. a carried wheel against another
+    version of its dependencies) unimportable, as if it were not installed: the model registry
+    then leaves its models out instead of failing. Returns {name: error}."""
+    broken = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - any failure: left out, and said so in env.json
+            broken[name] = _suite.error_text(exc)
+            sys.modules[name] = None
+            log.warning("%s is installed but does not import (%s): left out", name, broken[name])
+    return broken
+
+
 def _prepare() -> None:
     """Build the sample set and import the trainer once here, not in every (forked) benchmark
     process. Nothing here touches CUDA: a forked child could not use a context made before."""
@@ -243,7 +260,9 @@ def main(argv=None) -> int:
     start = time.time()
     end = start + 60.0 * args.minutes
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = Output(Path(args.out or f"bench-gpu-{time.strftime('%Y%m%d-%H%M%S')}"), collect_env(device), args)
+    broken = _disable_broken()
+    out = Output(Path(args.out or f"bench-gpu-{time.strftime('%Y%m%d-%H%M%S')}"),
+                 {**collect_env(device), "broken": broken}, args)
     print(out.sections[0], flush=True)
     _prepare()
     if torch.cuda.is_initialized():  # a forked benchmark could not use the GPU
