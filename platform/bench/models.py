@@ -37,11 +37,14 @@ def zoo() -> list[tuple[str, str | None]]:
 
 
 def _build(name: str, size: str | None, crop: int) -> torch.nn.Module:
-    from platform.models import create
-    from platform.models.segmentation import ENCODERS
+    from platform.models import MODELS, create
 
-    # CoAtNet / MaxViT encoders are built for their input size (the others take any multiple of 32).
-    fixed = size in ENCODERS and ENCODERS[size]["rule"] in ("exact", "multiple_img_size")
+    fixed = False
+    if MODELS.get(name).__module__ == "platform.models.segmentation":
+        from platform.models.segmentation import ENCODERS
+
+        # CoAtNet / MaxViT encoders are built for their input size (the others take any multiple of 32).
+        fixed = size in ENCODERS and ENCODERS[size]["rule"] in ("exact", "multiple_img_size")
     return create(name, size=size, **({"img_size": crop} if fixed else {}))
 
 

@@ -24,7 +24,14 @@ from platform.models import unet as _unet  # noqa: E402,F401
 from platform.models import swinir as _swinir  # noqa: E402,F401
 from platform.models import mambair as _mambair  # noqa: E402,F401
 from platform.models import lut3d as _lut3d  # noqa: E402,F401
-from platform.models import segmentation as _segmentation  # noqa: E402,F401
+try:  # segmentation_models_pytorch is optional: without it the image-to-image models still work
+    from platform.models import segmentation as _segmentation  # noqa: E402,F401
+except ModuleNotFoundError as _exc:
+    if _exc.name != "segmentation_models_pytorch":
+        raise
+    import logging as _logging
+
+    _logging.getLogger(__name__).info("segmentation models not registered: %s", _exc)
 from platform.models.nafnet import load_official_checkpoint, to_tlc  # noqa: E402
 
 __all__ = ["MODELS", "available", "create", "register_model", "load_official_checkpoint", "to_tlc"]
