@@ -151,7 +151,7 @@ def fit_lut(x: np.ndarray, y: np.ndarray, size: int = LUT_FLOOR_SIZE) -> nn.Modu
     model = LUT3D(lut_size=size)
     with torch.no_grad():
         table = torch.as_tensor(nodes * 2 - 1, dtype=torch.float32).reshape(3, size, size, size)
-        model.offset[0] = table - model.identity
+        model.offset[:3] = table - model.identity
     return model.eval()
 
 

@@ -56,7 +56,7 @@ def _graded_lut_model():
     with torch.no_grad():
         nodes = (model.identity.permute(1, 2, 3, 0).numpy() + 1) / 2  # (S, S, S, 3) r, g, b in [0, 1]
         graded = colour_grade(nodes.reshape(-1, 1, 3)).reshape(nodes.shape) * 1.08 - 0.04
-        model.offset[0] = torch.from_numpy(graded * 2 - 1).permute(3, 0, 1, 2) - model.identity
+        model.offset[:3] = torch.from_numpy(graded * 2 - 1).permute(3, 0, 1, 2) - model.identity
     return model.eval()
 
 

@@ -121,7 +121,9 @@ class LUT3D(nn.Module):
             raise ConfigError(f"lut3d: basis must be 0 (one LUT) or >= 2 (image-adaptive blend), got {basis}.")
         self.lut_size, self.basis, self.residual_width = int(lut_size), int(basis), int(residual_width)
         self.register_buffer("identity", identity_lut(lut_size), persistent=False)
-        self.offset = nn.Parameter(torch.zeros(max(1, basis), 3, lut_size, lut_size, lut_size))
+        # (K * 3, S, S, S): 4-D, so that ``model.to(memory_format=torch.channels_last)`` (the trainer's
+        # default on CUDA) accepts it; viewed as (K, 3, S, S, S) LUTs where they are used.
+        self.offset = nn.Parameter(torch.zeros(3 * max(1, basis), lut_size, lut_size, lut_size))
         self.weights = _Thumbnail(basis) if basis else None
         self.local = _LocalResidual(residual_width) if residual_width else None
         self.size_multiple = 4 if residual_width else 1
@@ -133,13 +135,13 @@ class LUT3D(nn.Module):
 
     def table(self) -> torch.Tensor:
         """The (3, S, S, S) LUT of a pure-LUT model, in the model range [-1, 1]."""
-        return self.identity + self.offset[0]
+        return self.identity + self.offset[:3]
 
     def graded(self, x: torch.Tensor) -> torch.Tensor:
         if self.weights is None:
             return apply_lut(self.table(), x)
         w = self.weights(x)  # (N, K)
-        basis = self.offset.clone()
+        basis = self.offset.reshape(self.basis, 3, *self.offset.shape[1:]).clone()
         basis[0] = basis[0] + self.identity
         return apply_lut(torch.einsum("nk,kcdhw->ncdhw", w, basis), x)
 
@@ -156,7 +158,7 @@ class LUT3D(nn.Module):
             nodes = self.identity[None]  # (1, 3, S, S, S) = the node coordinates in [-1, 1]
             coords = nodes.reshape(1, 3, -1, 1)
             table = apply_lut(fitted.table(), coords).reshape(3, *self.identity.shape[1:])
-            self.offset[0] = table - self.identity
+            self.offset[:3] = table - self.identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.graded(x)
