@@ -58,7 +58,7 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180
         try:
             if requests.get(url, timeout=5).status_code < 500:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.5)
     raise AssertionError(f"mlflow server did not answer {url} in {timeout} s:\n{log.read_text()[-3000:]}")
