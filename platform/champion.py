@@ -180,7 +180,9 @@ def register_and_maybe_promote(client: MlflowClient, name: str, model_uri: str, 
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Champion of the platform's searches for this space.")
-    version = str(client.create_model_version(name, model_uri, run_id=run_id).version)
+    # A logged model's URI is models:/<model id>; an MLflow server checks the source against it.
+    model_id = model_uri[len("models:/"):] if model_uri.startswith("models:/m-") else None
+    version = str(client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id).version)
     client.set_model_version_tag(name, version, "origin", origin)
     reevaluated, error = _reevaluate(f"models:/{name}/{version}", task, metric)
     new = Candidate(score, reevaluated, origin, floor, error)

@@ -27,6 +27,27 @@ class DataError(UserError):
     """A data folder or file cannot be used."""
 
 
+def mlflow_refusal(exc: BaseException) -> str | None:
+    """The one-paragraph message for an MLflow server that refused this client's credentials
+    (HTTP 401/403), else None: bad credentials are user input, not a bug."""
+    if not type(exc).__module__.startswith("mlflow"):
+        return None
+    try:
+        code = exc.get_http_status_code()
+    except Exception:
+        code = None
+    text = str(exc)
+    if code not in (401, 403) and "error code 401" not in text and "error code 403" not in text:
+        return None
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "(unset)")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(unset)")
+    return (f"the MLflow server at {uri} refused the credentials of user {user!r} ({text.splitlines()[0][:200]}). "
+            "Check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) and that this "
+            "user may write to the experiment.")
+
+
 def cli_main(func):
     """Decorate a ``main(argv) -> int`` so that user errors exit cleanly."""
 
@@ -41,5 +62,11 @@ def cli_main(func):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except Exception as exc:
+            message = mlflow_refusal(exc)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
+            return 2
 
     return wrapper

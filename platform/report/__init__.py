@@ -4,8 +4,11 @@ every search and logged to its MLflow parent run under ``report/``).
 One self-contained page (images embedded as base64, opens offline): headline cards (best
 value, trials, spend), the optimisation history, Optuna's parameter importances (on a study
 rebuilt from the trials), parallel coordinates, learning curves coloured by rung and styled
-by stop reason, the Pareto front of quality vs cost when the search measured a cost, the
-best trials' validation grids side by side, the spend and a table of every trial. The
+by stop reason (with the floors, the classical baselines, as horizontal lines), the Pareto front
+of quality vs cost when the search measured a cost, the best trials' validation grids side by
+side, the floors table, the champion at full resolution (a before/after wipe against the
+target, the runner-up and the floors, and 1:1 crops where it differs most from the target; see
+``compare``, which also bounds the page's size), the spend and a table of every trial. The
 template is ``dashboards/search_report.html``.
 
 ::
@@ -57,9 +60,25 @@ def _table(headers: list[str], rows: list[list[Any]], classes: list[str] | None 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _floors_table(data, best) -> str:
+    """The floors (classical baselines) beside the best trial, one row each; empty without floors."""
+    floors = data.floors()
+    if not floors:
+        return ""
+    metrics = sorted({m for values in floors.values() for m in values}, key=lambda m: (m != data.metric, m))
+    rows = [[f"floor: {name}"] + [values.get(m) for m in metrics] for name, values in floors.items()]
+    classes = [""] * len(rows)
+    if best is not None:
+        rows.insert(0, [f"best trial {best.trial_id}"] + [best.best if m == data.metric else best.metrics.get(m)
+                                                         for m in metrics])
+        classes.insert(0, "best")
+    return ('<h2>Floors: the best trial against classical baselines</h2><div class="floors">'
+            + _table([""] + metrics, rows, classes) + "</div>")
+
+
 def render(data, client=None, ref: str = "") -> str:
     """The report page for a loaded :class:`~platform.report.data.SearchData`."""
-    from platform.report import plots
+    from platform.report import compare, plots
     from platform.report.data import validation_grid
 
     study = plots.rebuild_study(data)
@@ -107,6 +126,9 @@ def render(data, client=None, ref: str = "") -> str:
                          f"{_img(png, 'validation grid')}</figure></div>")
     grids_html = "".join(grids) or '<p class="note">(no validation grids logged)</p>'
 
+    floors_html = _floors_table(data, best)
+    cmp = compare.build(client, data) if client is not None else compare.Comparison(note="no MLflow client")
+
     spend_rows = [[k, data.metrics.get(k)] for k in ("spend_usd", "gpu_hours", "cpu_hours", "search_time_s")
                   if k in data.metrics]
     spend = _table(["", "value"], spend_rows) if spend_rows else '<p class="note">(no spend recorded)</p>'
@@ -140,6 +162,9 @@ def render(data, client=None, ref: str = "") -> str:
         "importance_table": imp_table,
         "pareto": pareto,
         "grids": grids_html,
+        "floors": floors_html,
+        "wipe": compare.wipe_html(cmp),
+        "crops": compare.crops_html(cmp),
         "spend": spend,
         "trials": _table(headers, rows, classes),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -70,6 +70,16 @@ class SearchData:
     cost: str | None = None
     milestones: list[int] = field(default_factory=list)
 
+    def floors(self) -> dict[str, dict[str, float]]:
+        """The classical baselines scored before the trials: ``floor.<name>.<metric>`` metrics of the
+        parent run as {name: {metric: value}} (empty for searches that logged none)."""
+        out: dict[str, dict[str, float]] = {}
+        for key, value in self.metrics.items():
+            parts = key.split(".", 2)
+            if len(parts) == 3 and parts[0] == "floor":
+                out.setdefault(parts[1], {})[parts[2]] = value
+        return dict(sorted(out.items()))
+
     def ranked(self) -> list[TrialData]:
         ok = [t for t in self.trials if t.best is not None]
         return sorted(ok, key=lambda t: t.best, reverse=(self.mode == "max"))

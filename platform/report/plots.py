@@ -150,6 +150,7 @@ def curves_plot(data: SearchData) -> bytes | None:
         ax.annotate(t.trial_id[-5:], (xs[-1], ys[-1]), fontsize=7, color=color)
     for m in data.milestones:
         ax.axvline(m, color="0.85", lw=0.8, zorder=0)
+    floor_lines(ax, data)
     ax.set_xlabel("epoch")
     ax.set_ylabel(data.metric)
     ax.set_title("learning curves: colour = rung reached, line = stop reason")
@@ -162,6 +163,17 @@ def curves_plot(data: SearchData) -> bytes | None:
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def floor_lines(ax, data: SearchData) -> None:
+    """Each floor's value of the search metric as a labelled horizontal line."""
+    for name, values in data.floors().items():
+        v = values.get(data.metric)
+        if v is None or not math.isfinite(v):
+            continue
+        ax.axhline(v, color="tab:red", lw=1, ls=(0, (4, 3)), alpha=0.8, zorder=1)
+        ax.annotate(f"floor: {name} {v:.3g}", (0, v), xycoords=("axes fraction", "data"), xytext=(3, 2),
+                    textcoords="offset points", fontsize=7, color="tab:red")
 
 
 def pareto_plot(data: SearchData, front_ids: set[str]) -> bytes | None:
