@@ -17,6 +17,7 @@ import pytest
 from netutil import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
+ENGINE_SPACE = str(Path(__file__).resolve().parent / "data" / "engine_quick.yaml")  # fast, fixed, no floors
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]
@@ -111,7 +112,7 @@ def search_job(ray_head, browser):
     env_vars = {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "MLFLOW_ARTIFACT_ROOT": str(store / "artifacts"),
                 "PLATFORM_STORAGE_PATH": str(store / "ray_results"), "PLATFORM_TENSORBOARD_DIR": str(store / "tb"),
                 "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    job = client.submit_job(entrypoint=f"python -m platform.search nafnet_fewshot --quick --experiment {EXPERIMENT}",
+    job = client.submit_job(entrypoint=f"python -m platform.search {ENGINE_SPACE} --quick --experiment {EXPERIMENT}",
                             runtime_env={"env_vars": env_vars})
     wait_for(lambda: client.get_job_status(job) == JobStatus.RUNNING, 300, "the search job to run")
     jobs_page = check_jobs_page(browser, ray_head, job)

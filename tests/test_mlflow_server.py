@@ -18,6 +18,7 @@ import pytest
 from netutil import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
+ENGINE_SPACE = str(Path(__file__).resolve().parent / "data" / "engine_quick.yaml")  # fast, fixed, no floors
 USER, PASSWORD = "hpo-admin", "correct-horse-battery-staple-42"
 S3_KEY_ID, S3_SECRET = "AKIAMLFLOWSERVERTEST", "mlflow-server-Test-Secret/7"
 BUCKET = "hpo-mlflow"
@@ -119,12 +120,12 @@ def test_searches_report_over_http_and_the_champion_moves(as_client, s3, tmp_pat
     from mlflow.tracking import MlflowClient
 
     # A poor first model (one epoch at lr ~ 0) becomes champion, then a real quick search beats it.
-    first = search(tmp_path, "nafnet_fewshot", "--quick", "--experiment", "served", "--max-trials", "1",
+    first = search(tmp_path, ENGINE_SPACE, "--quick", "--experiment", "served", "--max-trials", "1",
                    "--set", "optimizer.lr=1.0e-9", "--set", "train.epochs=1")
     assert first.returncode == 0, first.stderr[-4000:]
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("served", "champion").version) == "1"
-    second = search(tmp_path, "nafnet_fewshot", "--quick", "--experiment", "served")
+    second = search(tmp_path, ENGINE_SPACE, "--quick", "--experiment", "served")
     assert second.returncode == 0, second.stderr[-4000:]
     champion = client.get_model_version_by_alias("served", "champion")
     assert str(champion.version) == "2" and champion.tags["promotion.decision"] == "promoted"
@@ -161,7 +162,7 @@ def test_a_wrong_password_is_refused_with_a_clear_error(as_client, tmp_path, mon
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
     with pytest.raises(MlflowException, match="401|Unauthorized|credentials"):
         MlflowClient().search_experiments()
-    out = search(tmp_path, "nafnet_fewshot", "--quick", "--experiment", "refused", password="not-the-password",
+    out = search(tmp_path, ENGINE_SPACE, "--quick", "--experiment", "refused", password="not-the-password",
                  timeout=600)
     # One paragraph naming the server and the user, exit status 2, no traceback.
     assert out.returncode == 2, out.stderr[-3000:]

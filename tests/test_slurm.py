@@ -22,6 +22,7 @@ import pytest
 from netutil import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
+ENGINE_SPACE = str(Path(__file__).resolve().parent / "data" / "engine_quick.yaml")  # fast, fixed, no floors
 SBATCH = REPO / "clusters" / "slurm.sbatch"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sacct")
 
@@ -198,7 +199,7 @@ def test_srun_runs_a_task_on_the_test_cluster(slurm, tmp_path):
 def test_sbatch_runs_a_quick_search_on_ray_and_stops_everything(slurm, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    job = submit(slurm, tmp_path, "nafnet_fewshot", "--quick", "--experiment", "slurm_quick")
+    job = submit(slurm, tmp_path, ENGINE_SPACE, "--quick", "--experiment", "slurm_quick")
     state = wait_finished(slurm, job, tmp_path, timeout=1500)
     log = (tmp_path / "job.out").read_text()
     assert state == "COMPLETED", log[-4000:]
@@ -218,7 +219,7 @@ def test_sbatch_runs_a_quick_search_on_ray_and_stops_everything(slurm, tmp_path)
 
 
 def test_scancel_stops_the_search_and_ray(slurm, tmp_path):
-    job = submit(slurm, tmp_path, "nafnet_fewshot", "--quick", "--experiment", "slurm_cancel",
+    job = submit(slurm, tmp_path, ENGINE_SPACE, "--quick", "--experiment", "slurm_cancel",
                  "--set", "train.epochs=200", "--set", "search.scheduler.max_t=200")
     _wait(lambda: "search: python -m platform.search" in (tmp_path / "job.out").read_text()
           if (tmp_path / "job.out").exists() else False, 600, "the search to start", tmp_path / "job.out")
