@@ -1,8 +1,9 @@
-"""Keep S3 credentials out of log lines, error messages and anything logged to MLflow.
+"""Keep credentials out of log lines, error messages, MLflow params/tags, reports and Tune state.
 
-Credentials come only from the standard AWS chain (environment, shared files, instance
-roles); the platform never asks for them and never stores them. They can still leak by
-accident: botocore's DEBUG log prints the ``Authorization`` header (which contains the
+Credentials come only from the standard chains (AWS: environment, shared files, instance
+roles; MLflow: ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN`` or ``user:password@`` in
+the tracking URI); the platform never asks for them and never stores them. They can still
+leak by accident: botocore's DEBUG log prints the ``Authorization`` header (which contains the
 access key id), presigned URLs carry ``X-Amz-Credential``/``X-Amz-Signature``, and a
 MinIO endpoint written as ``http://user:password@host:9000`` puts the secret in every
 message that names the endpoint.
@@ -40,7 +41,14 @@ _SIGV4 = re.compile(
     re.IGNORECASE,
 )
 
-_ENV_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+_ENV_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "RAY_AUTH_TOKEN")
+# Any other variable whose name says it holds a secret (GITHUB_TOKEN, DB_PASSWORD, ...).
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL)", re.IGNORECASE)
+# Values under a secret-looking name that are settings, not secrets (e.g. AWS_SECRET_ACCESS_KEY_FILE paths).
+_NOT_SECRET_VALUES = {"true", "false", "none", "null", "0", "1", "yes", "no"}
+# AWS access key ids are recognisable by their shape even when not registered.
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{16}\b")
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
@@ -52,8 +60,34 @@ def register_secrets(values: Iterable[str | None]) -> None:
 
 
 def register_env_secrets() -> None:
-    """Register the credential values present in the environment, if any."""
+    """Register the credential values present in the environment, and the password of
+    ``user:password@`` in ``$MLFLOW_TRACKING_URI``/``$MLFLOW_REGISTRY_URI``, if any."""
     register_secrets(os.environ.get(name) for name in _ENV_SECRETS)
+    register_secrets(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and _looks_secret(v))
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        register_url_secrets(os.environ.get(name))
+
+
+def _looks_secret(value: str) -> bool:
+    """A value of a secret-sounding variable worth redacting: not a flag, a number or a path."""
+    return (len(value) >= 8 and value.lower() not in _NOT_SECRET_VALUES and not value.isdigit()
+            and not value.startswith(("/", "~", ".")) and " " not in value)
+
+
+def register_url_secrets(url: str | None) -> None:
+    """Register the user name and password of a URL's ``user:password@`` part (URL-decoded too)."""
+    from urllib.parse import unquote, urlsplit
+
+    if not url or "@" not in url:
+        return
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return
+    register_secrets([password, unquote(password or "") or None])
+    if password:  # a user name alone is no secret; with a password it identifies the account
+        register_secrets([user, unquote(user or "") or None])
 
 
 def scrub(text: object) -> str:
@@ -65,6 +99,7 @@ def scrub(text: object) -> str:
         if secret in out:
             out = out.replace(secret, REDACTED)
     out = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", out)
+    out = _AWS_KEY_ID.sub(REDACTED, out)
     out = _SIGV4.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", out)
     return out
 
@@ -90,18 +125,29 @@ def _scrub_record(record: logging.LogRecord) -> None:
 
 
 def install_log_scrubber() -> None:
-    """Scrub every log record created in this process from now on (idempotent)."""
+    """Scrub every log record created in this process from now on, and the tracebacks of
+    uncaught exceptions (idempotent; the secrets of the environment are registered again)."""
     global _installed
     with _lock:
-        if _installed:
-            return
-        previous = logging.getLogRecordFactory()
+        if not _installed:
+            previous = logging.getLogRecordFactory()
 
-        def factory(*args, **kwargs):
-            record = previous(*args, **kwargs)
-            _scrub_record(record)
-            return record
+            def factory(*args, **kwargs):
+                record = previous(*args, **kwargs)
+                _scrub_record(record)
+                return record
 
-        logging.setLogRecordFactory(factory)
-        _installed = True
+            logging.setLogRecordFactory(factory)
+            _install_excepthook()
+            _installed = True
     register_env_secrets()
+
+
+def _install_excepthook() -> None:
+    import sys
+    import traceback
+
+    def hook(kind, value, tb):
+        sys.stderr.write(scrub("".join(traceback.format_exception(kind, value, tb))))
+
+    sys.excepthook = hook

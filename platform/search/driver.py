@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from platform.config import REPO_ROOT, SearchSpec, is_search_node, load_spec, possible_values
+from platform.config import SearchSpec, check_name, is_search_node, load_spec, possible_values
 from platform.errors import ConfigError
 
 log = logging.getLogger("platform.search")
@@ -66,7 +67,7 @@ def prepare_spec(opts: SearchOptions) -> SearchSpec:
         overrides.setdefault("search", {})["num_trials"] = opts.max_trials
     spec = load_spec(opts.space, quick=opts.quick, overrides=overrides)
     if opts.experiment:
-        spec.config["name"] = opts.experiment
+        spec.config["name"] = check_name(opts.experiment, "--experiment")
     return spec
 
 
@@ -205,10 +206,12 @@ def without_job_fields(runtime_env: dict, job_env: dict) -> dict:
 def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
     import ray
 
+    from platform.search.shipping import code_dir
+
     runtime_env = {
         # Workers see the `platform` package only through the working_dir (it goes first on
-        # PYTHONPATH there); the upload honours .gitignore, so .venv and mlruns stay home.
-        "working_dir": str(REPO_ROOT),
+        # PYTHONPATH there); it holds the code folders only (no .env, data or stores).
+        "working_dir": code_dir(),
         "excludes": [".git", ".venv", "mlruns", ".cache", "**/__pycache__"],
         "env_vars": env_vars,
     }
@@ -277,7 +280,7 @@ class ProgressReporter:
 
     def result(self, trials, trial, result):
         v = result.get(self.metric)
-        if isinstance(v, (int, float)):
+        if isinstance(v, (int, float)) and math.isfinite(v):
             if self.best is None or (v > self.best[0] if self.mode == "max" else v < self.best[0]):
                 self.best = (float(v), trial.trial_id)
         now = time.monotonic()
@@ -397,7 +400,8 @@ def best_checkpoint(row: dict, metric: str, mode: str):
 
     def consider(value, path: str, filesystem) -> None:
         nonlocal best
-        if value is None or (best is not None and not (value > best[0] if mode == "max" else value < best[0])):
+        if value is None or not math.isfinite(value) or (best is not None and not (
+                value > best[0] if mode == "max" else value < best[0])):
             return
         if filesystem.get_file_info(path).type != FileType.Directory:
             return  # pruned by the retention policy
