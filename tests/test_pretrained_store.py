@@ -394,3 +394,25 @@ def test_official_nafnet_release_uploaded_as_documented_loads_strictly_by_preset
     state = model.state_dict()
     assert state.keys() == release.state_dict().keys() and len(state) > 300
     assert all(torch.equal(state[k], v) for k, v in release.state_dict().items())
+
+
+def test_upload_without_force_repairs_a_damaged_object(s3, env, capsys, tmp_path):
+    """Issue 15.8: the metadata says the file is there, but the object is truncated: a plain
+    upload puts it back instead of saying "nothing to do" (S3 by size, a local store by sha256)."""
+    src = _weights(env / "NAFNet-damaged-width8.pth")
+    key = _upload(s3, src)
+    s3["client"].put_object(Bucket=s3["bucket"], Key=f"{PREFIX}/{key}", Body=src.read_bytes()[:1000])
+    assert cli([*s3["opts"], "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
+    assert "nothing to do" not in capsys.readouterr().out
+    body = s3["client"].get_object(Bucket=s3["bucket"], Key=f"{PREFIX}/{key}")["Body"].read()
+    assert body == src.read_bytes()
+    assert cli([*s3["opts"], "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
+    assert "nothing to do" in capsys.readouterr().out  # intact now
+
+    local = ["--store", str(tmp_path / "store"), "--no-progress"]
+    assert cli([*local, "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
+    stored = tmp_path / "store" / key
+    stored.write_bytes(bytes(len(src.read_bytes())))  # same size, other bytes
+    capsys.readouterr()
+    assert cli([*local, "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
+    assert "nothing to do" not in capsys.readouterr().out and stored.read_bytes() == src.read_bytes()
