@@ -416,3 +416,24 @@ def test_upload_without_force_repairs_a_damaged_object(s3, env, capsys, tmp_path
     capsys.readouterr()
     assert cli([*local, "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
     assert "nothing to do" not in capsys.readouterr().out and stored.read_bytes() == src.read_bytes()
+
+
+def test_cache_verifies_a_blob_once_per_process_without_verify(s3, env, monkeypatch):
+    """Issue 15.8: a cached file damaged on disk (same size) is caught by the first use in a
+    process, without --verify, and downloaded again; later uses in the process do not re-hash."""
+    import platform.pretrained.cache as cache_mod
+    from platform.pretrained import pull
+
+    src = _weights(env / "NAFNet-cached-width8.pth")
+    key = _upload(s3, src)
+    first = pull(key, store=s3["url"], endpoint_url=s3["server"].endpoint).path
+    first.chmod(0o644)
+    first.write_bytes(bytes(len(src.read_bytes())))  # bit rot: same size, other bytes
+    monkeypatch.setattr(cache_mod, "_VERIFIED", set())  # a new process
+    again = pull(key, store=s3["url"], endpoint_url=s3["server"].endpoint).path
+    assert again.read_bytes() == src.read_bytes()
+    hashes = []
+    real = cache_mod.sha256_file
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda *a, **k: hashes.append(a) or real(*a, **k))
+    pull(key, store=s3["url"], endpoint_url=s3["server"].endpoint)
+    assert hashes == []  # verified once in this process already
