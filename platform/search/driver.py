@@ -455,6 +455,8 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from platform.champion import register_and_maybe_promote
     from platform.search import resume as resume_lib
     from platform.search.budget import BudgetStopper, BudgetTracker, rung_milestones
+    from platform.search.failures import failure_config
+    from platform.search.preflight import check_cluster_fits
     from platform.search.packing import TrialResources
     from platform.search.retention import protected_checkpoints, sweep
     from platform.search.space import cost_metric, make_scheduler, make_searcher, num_samples, tuner_param_space
@@ -517,6 +519,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     env_vars.setdefault("PLATFORM_PRETRAINED_DIR", str(Path(".cache/pretrained").resolve()))
     init_ray(opts, env_vars)
     check_shared_storage(opts, storage)
+    check_cluster_fits(spec, address=opts.address or os.environ.get("RAY_ADDRESS"))
     # Save Tune's experiment state (trials, searcher, callbacks) every few seconds rather than Tune's
     # adaptive >= 10 s: after a crash, --resume loses at most that much bookkeeping.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
@@ -563,7 +566,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=run_name, storage_path=storage, callbacks=callbacks, stop=stopper, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),  # a NaN/OOM trial would fail the same way again
+                failure_config=failure_config(),  # retries lost nodes/workers, never a NaN/OOM/exception
                 # On local storage retention is done by the tracking callback (best N + latest,
                 # registry-protected); on remote storage (s3://...) Tune keeps the best N itself (plus
                 # the latest, which Ray never deletes).
