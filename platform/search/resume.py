@@ -138,6 +138,11 @@ def restore_tuner(path: str, trainable, *, callbacks: list, stopper, search_alg,
     internal._run_config.failure_config = failure_config()  # also for searches saved with max_failures=0
     internal._tune_config.search_alg = search_alg
     internal._tune_config.scheduler = scheduler
+    if "://" not in path and not any(Path(path).glob("experiment_state-*.json")) and hasattr(internal, "_is_restored"):
+        # Killed before Tune saved any state: nothing to restore (a restore would "restart" with a
+        # half-restored searcher); run the search afresh in the same experiment folder.
+        log.info("no saved experiment state in %s: its trials start afresh", path)
+        internal._is_restored = False
     return tuner
 
 
