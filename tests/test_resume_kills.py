@@ -48,8 +48,14 @@ def local_ray():
 
 # --------------------------------------------------------------------------- what the folder shows
 def _trials(storage: Path) -> list[Path]:
-    """Trial folders in the order Tune created them."""
-    return sorted(storage.glob("*/trial_*"), key=lambda p: p.stat().st_mtime)
+    """Trial folders in the order Tune started them (by their params.json, written once at the start)."""
+    started = []
+    for trial in storage.glob("*/trial_*"):
+        try:
+            started.append(((trial / "params.json").stat().st_mtime, trial))
+        except OSError:
+            continue
+    return [t for _, t in sorted(started)]
 
 
 def _results(trial: Path) -> int:
@@ -91,7 +97,7 @@ KILL_POINTS = {
         _nth(s, 0)) and bool(_ckpts(_nth(s, 0))),
     "last-epoch-reported-not-saved": lambda s: _nth(s, 0) is not None and _results(_nth(s, 0)) == EPOCHS
     and not _finished(s),
-    "after-trial-finished-and-saved": lambda s: _finished(s) and _nth(s, 1) is None,
+    "after-trial-finished-and-saved": lambda s: _finished(s),
     "second-trial-before-result": lambda s: _nth(s, 1) is not None and _results(_nth(s, 1)) == 0,
     "second-trial-mid-epoch": lambda s: _nth(s, 1) is not None and _results(_nth(s, 1)) == 1,
     "second-trial-last-checkpoint": lambda s: f"checkpoint_{EPOCHS - 1:06d}" in _ckpts(_nth(s, 1)),
