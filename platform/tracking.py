@@ -211,9 +211,14 @@ class MLflowSearchCallback(Callback):
             self.client = ScrubbingClient(self.uri)
 
     def get_state(self) -> dict:
-        # Tune calls this right after writing its experiment state: retire what that state dropped.
+        # Tune calls this right after writing its experiment state: retire what that state dropped
+        # (and keep a copy of the last complete state for --resume).
         if getattr(self, "_deferred", None) is not None:
             self._deferred.flush()
+        elif self.experiment_path and "://" not in self.experiment_path:
+            from platform.search.retention import saved_latest_checkpoints
+
+            saved_latest_checkpoints(self.experiment_path)
         budget = self._budget()
         return {"run_ids": dict(self.run_ids), "stop_reasons": dict(self.stop_reasons), "best": dict(self.best),
                 "logged_steps": dict(self.logged_steps), "status": dict(self.status),
