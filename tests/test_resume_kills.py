@@ -1,8 +1,9 @@
 """Issue 15.7: a search SIGKILLed at any moment resumes to every trial exactly once.
 
-Ten kill points, each chosen by watching the experiment folder (no sleeps): before the first
-result, mid-epoch, while a checkpoint is being written, right after a trial finished (before
-and after Tune saved that), after retention deleted a checkpoint, in the second trial... The
+Ten kill points, each chosen by watching the experiment folder (no sleeps): before Tune saved
+anything, before the first result, mid-epoch, while a checkpoint is being written, after
+retention deleted a checkpoint, when a trial's last epoch is reported, after a finished trial
+was saved, and at the start, first and last checkpoint of the second trial. The
 driver runs as a subprocess with its own Ray; ``--resume`` runs in this process. After the
 resume: two trials, both completed, each once in MLflow under the one parent run with epochs
 1..3 logged once; trials that had finished before the kill keep their results and run ids.
@@ -48,14 +49,15 @@ def local_ray():
 
 # --------------------------------------------------------------------------- what the folder shows
 def _trials(storage: Path) -> list[Path]:
-    """Trial folders in the order Tune started them (by their params.json, written once at the start)."""
-    started = []
-    for trial in storage.glob("*/trial_*"):
+    """Trial folders in the order they ran (by the time of their first result; Tune re-syncs
+    the files, so file times say nothing); a trial without a result yet comes last."""
+    def first_report(trial: Path) -> float:
         try:
-            started.append(((trial / "params.json").stat().st_mtime, trial))
-        except OSError:
-            continue
-    return [t for _, t in sorted(started)]
+            return float(json.loads((trial / "result.json").read_text().splitlines()[0])["timestamp"])
+        except (OSError, ValueError, KeyError, IndexError):
+            return float("inf")
+
+    return sorted(storage.glob("*/trial_*"), key=first_report)
 
 
 def _results(trial: Path) -> int:
@@ -95,11 +97,10 @@ KILL_POINTS = {
     "during-checkpoint": lambda s: "checkpoint_000001" in _ckpts(_nth(s, 0)),
     "after-retention-deleted": lambda s: _results(_nth(s, 0) or s) >= 2 and "checkpoint_000000" not in _ckpts(
         _nth(s, 0)) and bool(_ckpts(_nth(s, 0))),
-    "last-epoch-reported-not-saved": lambda s: _nth(s, 0) is not None and _results(_nth(s, 0)) == EPOCHS
-    and not _finished(s),
+    "last-epoch-reported": lambda s: _nth(s, 0) is not None and _results(_nth(s, 0)) == EPOCHS,
     "after-trial-finished-and-saved": lambda s: _finished(s),
-    "second-trial-before-result": lambda s: _nth(s, 1) is not None and _results(_nth(s, 1)) == 0,
-    "second-trial-mid-epoch": lambda s: _nth(s, 1) is not None and _results(_nth(s, 1)) == 1,
+    "second-trial-started": lambda s: _finished(s) and len(_trials(s)) == 2,
+    "second-trial-first-checkpoint": lambda s: sum(bool(_ckpts(t)) for t in _trials(s)) == 2,
     "second-trial-last-checkpoint": lambda s: f"checkpoint_{EPOCHS - 1:06d}" in _ckpts(_nth(s, 1)),
 }
 
