@@ -183,7 +183,8 @@ class DeferredDeletions:
     trial from the latest checkpoint that state names. Deleting at once could remove that
     checkpoint (the trial has saved a newer one since, but the state on storage is older), and a
     resumed trial would fail: "checkpoint ... does not exist on storage anymore". So a dropped
-    checkpoint waits until the saved state names a later checkpoint of its trial.
+    checkpoint waits until the saved state's last result names a checkpoint two or more later
+    (Tune records the result before it registers that result's checkpoint).
     """
 
     def __init__(self, experiment_path: str | Path):
@@ -203,7 +204,9 @@ class DeferredDeletions:
         deleted = []
         for path, c in list(self.queued.items()):
             trial_id = Path(path).parent.name.removeprefix("trial_")
-            if trial_id in saved and c.index < saved[trial_id]:
+            # Tune may save a result (naming checkpoint n) before it registers checkpoint n: the state
+            # can still restore from n - 1, so only checkpoints older than that go.
+            if trial_id in saved and c.index < saved[trial_id] - 1:
                 shutil.rmtree(path, ignore_errors=True)
                 deleted.append(path)
                 del self.queued[path]
