@@ -21,6 +21,8 @@ the file, the dotted key, the bad value and the allowed values in one sentence.
 from __future__ import annotations
 
 import copy
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -57,6 +59,25 @@ def _positive(v):
     return "must be > 0" if v <= 0 else None
 
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _safe_name(v):
+    """Search names become folder, MLflow experiment and registered-model names."""
+    if not isinstance(v, str) or not SAFE_NAME.match(v) or ".." in v:
+        return ("must be 1-100 characters of letters, digits, '.', '_' and '-', starting with a letter or "
+                "digit (it names folders and the registered model)")
+    return None
+
+
+def check_name(name: str, where: str) -> str:
+    """``name`` if it is a safe search name, else a :class:`ConfigError` naming ``where``."""
+    err = _safe_name(name)
+    if err:
+        raise ConfigError(f"{where}: the search name {name!r} {err}; e.g. nafnet_fewshot-v2.")
+    return name
+
+
 def _fraction(v):
     return "must be in [0, 1]" if not 0 <= v <= 1 else None
 
@@ -65,7 +86,7 @@ NUM = (int, float)
 OPEN = object()  # marker: a mapping whose keys are free (validated by a registry)
 
 SCHEMA: dict[str, Any] = {
-    "name": Field((str,), required=True, searchable=False, doc="search / MLflow experiment / registered model name"),
+    "name": Field((str,), required=True, searchable=False, check=_safe_name, doc="search / MLflow experiment / registered model name"),
     "description": Field((str,), default="", searchable=False),
     "task": {
         "name": Field((str,), default="img2img", searchable=False),
@@ -152,7 +173,8 @@ SCHEMA: dict[str, Any] = {
         "lr": Field(NUM, default=1e-3, check=_positive),
         "weight_decay": Field(NUM, default=1e-4, check=_non_negative),
         "betas": Field((list,), default=[0.9, 0.9], searchable=False),
-        "grad_clip": Field(NUM + (type(None),), default=1.0),
+        "grad_clip": Field(NUM + (type(None),), default=1.0, check=_non_negative,
+                           doc="clip the gradient norm to this (0 or null: no clipping; negative is refused)"),
     },
     "schedule": {
         "name": Field((str,), default="cosine", allowed=("cosine", "constant")),
@@ -373,9 +395,13 @@ class _Validator:
             pass
         elif not isinstance(value, field.types):
             self.fail(key, f"is {value!r} ({type(value).__name__}); expected {_type_names(field.types)}.")
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(key, f"is {value!r}; it must be a finite number (NaN and infinity would switch the "
+                           "setting off or break training).")
         if field.allowed is not None and value not in field.allowed:
             self.fail(key, f"is {value!r}; allowed values: {', '.join(map(str, field.allowed))}.")
-        if field.check is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if field.check is not None and (isinstance(value, str) or isinstance(value, (int, float))
+                                        and not isinstance(value, bool)):
             err = field.check(value)
             if err:
                 self.fail(key, f"is {value!r}; it {err}.")
@@ -480,7 +506,7 @@ class _Validator:
         def weight_check(key, w):
             if isinstance(w, bool) or not isinstance(w, (int, float)):
                 self.fail(key, f"weight is {w!r}; expected a number >= 0.")
-            if w < 0:
+            if not math.isfinite(w) or w < 0:
                 self.fail(key, f"weight is {w}; loss weights (λ) must be >= 0 (0 disables the component).")
 
         for name, value in loss.items():

@@ -57,7 +57,9 @@ def cli_main(func):
             return func(*args, **kwargs)
         except UserError as exc:
             logging.getLogger("platform").debug("user error", exc_info=True)
-            print(f"error: {exc}", file=sys.stderr)
+            from platform.secrets import scrub
+
+            print(f"error: {scrub(exc)}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

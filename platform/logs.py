@@ -8,6 +8,9 @@ import warnings
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    from platform.secrets import install_log_scrubber
+
+    install_log_scrubber()  # no credential in any log line or traceback of a command-line tool
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # Third-party chatter that buries the search's own progress lines.
     for name in ("ray", "alembic", "mlflow", "urllib3", "matplotlib", "PIL", "filelock"):

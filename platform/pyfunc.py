@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from platform.errors import UserError
+from platform.safeio import load_state, save_atomic, to_json_text
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def export_weights(checkpoint_dir: str | Path, dest: Path) -> Path:
     from platform.train.loop import load_checkpoint_state
 
     state = load_checkpoint_state(checkpoint_dir)
-    torch.save({"model": state["model"], "config": state["config"], "epoch": state["epoch"]}, dest)
+    save_atomic({"model": state["model"], "config": to_json_text(state["config"]), "epoch": state["epoch"]}, dest)
     return dest
 
 
@@ -83,9 +84,9 @@ def _build(state: dict, device: str | torch.device, source: str) -> tuple[torch.
 
 
 def build_from_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The network and trial config of a ``weights.pt``/``state.pt`` file."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return _build(state, device, str(path))
+    """The network and trial config of a ``weights.pt``/``state.pt`` file (loaded with
+    ``weights_only=True``: a file with pickled objects is refused and nothing in it runs)."""
+    return _build(load_state(path, "model file"), device, str(path))
 
 
 class _PlatformImageModel:
@@ -318,12 +319,7 @@ def load_any(spec: str, device: str | torch.device = "cpu") -> LoadedModel:
             f"runs:/RUN_ID/model) nor an existing checkpoint file or folder. Check the path, or give a URI."
         )
     file = _checkpoint_file(path)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises pickle/zip errors of many types for foreign files
-        raise ModelLoadError(f"cannot read checkpoint {file}: {type(exc).__name__}: {exc}. "
-                             "Give a state.pt written by the trainer or a weights.pt of a logged model.") from None
-    model, config = _build(state, device, str(file))
+    model, config = _build(load_state(file, "checkpoint"), device, str(file))
     return LoadedModel(model, config, str(file))
 
 

@@ -41,15 +41,80 @@ NON_METRIC_KEYS = {"epoch", "training_iteration", "timestamp", "time_this_iter_s
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` or the embedded default; a relative SQLite path is made absolute
     (against the current directory) so that MLflow's per-URI store cache never serves the
-    database of another directory to a process that changed directory."""
+    database of another directory to a process that changed directory.
+
+    An ``http(s)://user:password@host`` URI comes back without its user-info, which moves to
+    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (MLflow sends them as basic auth): the URI can
+    then be logged, shown and pickled into Tune's state without the password."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return uri
+    return _credentials_to_env(uri)
+
+
+def _credentials_to_env(uri: str) -> str:
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    from platform.secrets import register_url_secrets
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    register_url_secrets(uri)
+    if parts.username:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
+    if parts.password:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+class ScrubbingClient(MlflowClient):
+    """An MLflow client that scrubs credentials from every param, tag and text it writes and
+    shows its tracking URI without user-info (reports print it)."""
+
+    @property
+    def tracking_uri(self):
+        from platform.secrets import scrub_url
+
+        return scrub_url(super().tracking_uri)
+
+    def create_run(self, experiment_id, start_time=None, tags=None, run_name=None):
+        return super().create_run(experiment_id, start_time, _scrub_map(tags), run_name)
+
+    def log_param(self, run_id, key, value, synchronous=None):
+        return super().log_param(run_id, key, _scrub(value), synchronous=synchronous)
+
+    def set_tag(self, run_id, key, value, synchronous=None):
+        return super().set_tag(run_id, key, _scrub(value), synchronous=synchronous)
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
+        params = [mlflow.entities.Param(p.key, _scrub(p.value)) for p in params or ()]
+        tags = [mlflow.entities.RunTag(t.key, _scrub(t.value)) for t in tags or ()]
+        return super().log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
+
+    def log_text(self, run_id, text, artifact_file):
+        return super().log_text(run_id, _scrub(text), artifact_file)
+
+    def log_dict(self, run_id, dictionary, artifact_file):
+        return super().log_dict(run_id, json.loads(_scrub(json.dumps(dictionary, default=str))), artifact_file)
+
+
+def _scrub(value):
+    from platform.secrets import scrub
+
+    return value if value is None else scrub(value)
+
+
+def _scrub_map(tags: dict | None) -> dict | None:
+    return None if tags is None else {k: _scrub(v) for k, v in tags.items()}
 
 
 def setup_mlflow(experiment: str) -> tuple[MlflowClient, str]:
-    """Point MLflow at the configured store and return (client, experiment_id)."""
+    """Point MLflow at the configured store and return (client, experiment_id). From here on
+    every log line, param and tag of this process is scrubbed of credentials."""
+    from platform.secrets import install_log_scrubber
+
+    install_log_scrubber()
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +125,7 @@ def setup_mlflow(experiment: str) -> tuple[MlflowClient, str]:
     # register its models in the old store.
     if os.environ.get("MLFLOW_REGISTRY_URI"):
         mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
-    client = MlflowClient()
+    client = ScrubbingClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         location = None
@@ -132,17 +197,28 @@ class MLflowSearchCallback(Callback):
     # ------------------------------------------------------------------ pickling / Tune state
     def __getstate__(self):
         # Tune pickles callbacks into tuner.pkl; clients, writers and gauges are rebuilt lazily.
+        # The URI is not saved either (a database URI may carry a password): it comes from the
+        # environment again when the callback is unpickled.
         state = dict(self.__dict__)
-        state.update(client=None, writers={}, gauges=None)
+        state.update(client=None, writers={}, gauges=None, uri=None, _deferred=None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.uri = self.uri or tracking_uri()
         if self.client is None:
             mlflow.set_tracking_uri(self.uri)
-            self.client = MlflowClient(self.uri)
+            self.client = ScrubbingClient(self.uri)
 
     def get_state(self) -> dict:
+        # Tune calls this right after writing its experiment state: retire what that state dropped
+        # (and keep a copy of the last complete state for --resume).
+        if getattr(self, "_deferred", None) is not None:
+            self._deferred.flush()
+        elif self.experiment_path and "://" not in self.experiment_path:
+            from platform.search.retention import saved_latest_checkpoints
+
+            saved_latest_checkpoints(self.experiment_path)
         budget = self._budget()
         return {"run_ids": dict(self.run_ids), "stop_reasons": dict(self.stop_reasons), "best": dict(self.best),
                 "logged_steps": dict(self.logged_steps), "status": dict(self.status),
@@ -297,10 +373,9 @@ class MLflowSearchCallback(Callback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         self.last[trial.trial_id] = dict(result)
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and self._better(
-                float(value), self.best.get(trial.trial_id)):
+        if finite(value) is not None and self._better(float(value), self.best.get(trial.trial_id)):
             self.best[trial.trial_id] = float(value)
-        if isinstance(value, (int, float)):
+        if finite(value) is not None:
             self._metrics().trial_metric(trial.trial_id, float(value))
         if "gpu_mem_peak_bytes" in result:
             self._metrics().trial_memory(trial.trial_id, float(result["gpu_mem_peak_bytes"]), "cuda-peak")
@@ -334,9 +409,19 @@ class MLflowSearchCallback(Callback):
         self._log_grid(trial, rid, checkpoint.path, step, checkpoint.filesystem)
         fs = checkpoint.filesystem if checkpoint.filesystem is not None else self.fs
         if self.keep_best and _is_local(fs):
-            from platform.search.retention import prune_trial
+            self._retire(Path(checkpoint.path).parent)
 
-            prune_trial(Path(checkpoint.path).parent, self.metric, self.mode, self.keep_best, self.protected)
+    def _retire(self, trial_dir: Path) -> None:
+        """Retention: with an experiment folder, deletions wait until Tune's saved state drops them."""
+        from platform.search.retention import DeferredDeletions, prune_trial
+
+        if not self.experiment_path:
+            prune_trial(trial_dir, self.metric, self.mode, self.keep_best, self.protected)
+            return
+        if getattr(self, "_deferred", None) is None:
+            self._deferred = DeferredDeletions(self.experiment_path)
+        self._deferred.queue(trial_dir, self.metric, self.mode, self.keep_best, self.protected)
+        self._deferred.flush()
 
     def _log_grid(self, trial, rid: str, path: str, step: int, filesystem=None) -> None:
         data = read_checkpoint_file(path, "val_grid.png", filesystem if filesystem is not None else self.fs)
@@ -355,6 +440,9 @@ class MLflowSearchCallback(Callback):
             log.debug("could not add image to TensorBoard", exc_info=True)
 
     def _finish(self, trial, status: str, reason: str, trials=None) -> None:
+        from platform.secrets import scrub
+
+        reason = scrub(reason)  # an exception's text may carry a URL with a password or a key
         rid = self._run_id(trial)
         self.stop_reasons[trial.trial_id] = reason
         self.status[trial.trial_id] = "ERROR" if status == "FAILED" else "TERMINATED"
@@ -383,7 +471,7 @@ class MLflowSearchCallback(Callback):
         if epochs >= self.epochs:
             reason = "completed"
         elif budget is not None and trial.trial_id in budget.stopped:
-            reason = (f"stopped by budget at epoch {epochs} (end of rung {self.rung(epochs)}): "
+            reason = (f"stopped by budget at epoch {epochs} (rung {self.rung(epochs)}): "
                       f"{budget.exhausted_reason or 'budget spent'}")
         else:
             reason = f"early-stopped by scheduler at epoch {epochs} (rung {self.rung(epochs)})"
@@ -410,6 +498,13 @@ class MLflowSearchCallback(Callback):
             budget.pause_all()
         self._export(trials)
         self.write_state(trials, force=True)
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (never a bool, NaN or infinity), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def classify_failure(text: str) -> str:

@@ -24,6 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
+from platform.data.limits import check_pixels
 from platform.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,12 @@ def probe(path: str | Path) -> VideoInfo:
     path = Path(path)
     try:
         gen = imageio_ffmpeg.read_frames(str(path))
-        meta = next(gen)
+        meta = next(gen)  # the header only
         gen.close()
+        check_pixels(path, int(meta["size"][0] or 0), int(meta["size"][1] or 0), "video")  # before decoding
         frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except DataError:
+        raise
     except Exception as exc:  # imageio-ffmpeg raises IOError/RuntimeError/StopIteration
         raise DataError(f"cannot read video {path}: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}. "
                         "Check that it is a complete video file ffmpeg can decode (re-export it).") from None

@@ -77,7 +77,7 @@ def test_size_mismatch_and_small_images(tmp_path):
     from platform.tasks import create
 
     task = create("img2img", {"data": str(tmp_path), "crop": 64, "crops_per_epoch": 4, "val_holdout": 0}, seed=0)
-    with pytest.raises(DataError, match=f"image {tmp_path}/input/a is 50x40, smaller than the crop size 64"):
+    with pytest.raises(DataError, match=f"image {tmp_path}/input/a.png is 50x40, smaller than the crop size 64"):
         task.train_dataset()
 
 

@@ -394,3 +394,46 @@ def test_official_nafnet_release_uploaded_as_documented_loads_strictly_by_preset
     state = model.state_dict()
     assert state.keys() == release.state_dict().keys() and len(state) > 300
     assert all(torch.equal(state[k], v) for k, v in release.state_dict().items())
+
+
+def test_upload_without_force_repairs_a_damaged_object(s3, env, capsys, tmp_path):
+    """Issue 15.8: the metadata says the file is there, but the object is truncated: a plain
+    upload puts it back instead of saying "nothing to do" (S3 by size, a local store by sha256)."""
+    src = _weights(env / "NAFNet-damaged-width8.pth")
+    key = _upload(s3, src)
+    s3["client"].put_object(Bucket=s3["bucket"], Key=f"{PREFIX}/{key}", Body=src.read_bytes()[:1000])
+    assert cli([*s3["opts"], "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
+    assert "nothing to do" not in capsys.readouterr().out
+    body = s3["client"].get_object(Bucket=s3["bucket"], Key=f"{PREFIX}/{key}")["Body"].read()
+    assert body == src.read_bytes()
+    assert cli([*s3["opts"], "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
+    assert "nothing to do" in capsys.readouterr().out  # intact now
+
+    local = ["--store", str(tmp_path / "store"), "--no-progress"]
+    assert cli([*local, "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
+    stored = tmp_path / "store" / key
+    stored.write_bytes(bytes(len(src.read_bytes())))  # same size, other bytes
+    capsys.readouterr()
+    assert cli([*local, "upload", str(src), "--group", "layer_2", "--arch", "nafnet"]) == 0
+    assert "nothing to do" not in capsys.readouterr().out and stored.read_bytes() == src.read_bytes()
+
+
+def test_cache_verifies_a_blob_once_per_process_without_verify(s3, env, monkeypatch):
+    """Issue 15.8: a cached file damaged on disk (same size) is caught by the first use in a
+    process, without --verify, and downloaded again; later uses in the process do not re-hash."""
+    import platform.pretrained.cache as cache_mod
+    from platform.pretrained import pull
+
+    src = _weights(env / "NAFNet-cached-width8.pth")
+    key = _upload(s3, src)
+    first = pull(key, store=s3["url"], endpoint_url=s3["server"].endpoint).path
+    first.chmod(0o644)
+    first.write_bytes(bytes(len(src.read_bytes())))  # bit rot: same size, other bytes
+    monkeypatch.setattr(cache_mod, "_VERIFIED", set())  # a new process
+    again = pull(key, store=s3["url"], endpoint_url=s3["server"].endpoint).path
+    assert again.read_bytes() == src.read_bytes()
+    hashes = []
+    real = cache_mod.sha256_file
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda *a, **k: hashes.append(a) or real(*a, **k))
+    pull(key, store=s3["url"], endpoint_url=s3["server"].endpoint)
+    assert hashes == []  # verified once in this process already

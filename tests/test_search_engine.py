@@ -106,15 +106,16 @@ def test_failures_stay_in_their_trial_retention_and_report(tmp_cwd):
 
 def test_dollar_budget_stops_new_trials_at_the_limit(tmp_cwd):
     """$36 per CPU-hour and a $0.01 budget: one CPU-second. The first trial passes the budget,
-    no further trial is launched, and the running one stops at the end of its rung."""
+    no further trial is launched, and the running one stops at the end of the epoch that crossed
+    it (epoch 1), not at its first rung (epoch 2)."""
     overrides = {**TINY, "train": {"epochs": 3, "image_every": 3},
-                 "search": {"max_concurrent": 1, "scheduler": {"name": "asha", "grace_period": 1,
+                 "search": {"max_concurrent": 1, "scheduler": {"name": "asha", "grace_period": 2,
                                                                "reduction_factor": 2},
                             "budget": {"usd": 0.01, "price_per_cpu_hour": 36.0}, "report": False}}
     out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=4, overrides=cpu_nafnet(overrides), promote=False))
     assert len(out.rows) == 1
     row = out.rows[0]
-    assert row["stop"].startswith("stopped by budget at epoch 1 (end of rung 1)"), row["stop"]
+    assert row["stop"].startswith("stopped by budget at epoch 1 (rung 0)"), row["stop"]
     assert row["epochs"] == 1
     assert out.spend["spend_usd"] >= 0.01
     parent = _client().get_run(out.parent_run_id)
@@ -225,3 +226,99 @@ def test_resume_after_the_driver_is_killed(tmp_cwd):
         results = [json.loads(x) for x in (Path(out.experiment_path) / f"trial_{t}" / "result.json")
                    .read_text().splitlines()]
         assert any(r["iterations_since_restore"] < r["training_iteration"] for r in results), results
+
+
+# --------------------------------------------------------------------------- issue 15.4: secrets
+PASSWORD = "Pw-7f3c9a1e5b"
+KEY_ID = "AKIAZZTESTKEY7F3C9A1"
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYTESTSECRET"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real MLflow tracking server on 127.0.0.1 (its own SQLite store and artifact folder)."""
+    import urllib.request
+
+    from netutil import free_ports
+
+    port = free_ports(1, "127.0.0.1")[0]
+    srv = tmp_path / "server"
+    srv.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{srv / 'mlflow.db'}", "--serve-artifacts",
+                             "--artifacts-destination", str(srv / "artifacts"), "--workers", "1"],
+                            cwd=srv, stdout=open(srv / "server.log", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((srv / "server.log").read_text()[-3000:])
+                time.sleep(0.5)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in (PASSWORD, KEY_ID, SECRET) if s in text]
+
+
+def test_no_secret_leaves_the_process(tmp_cwd, mlflow_server, monkeypatch, caplog, capfd):
+    """Credentials in the tracking URI and the AWS variables appear in no log line, MLflow
+    param or tag, report, or file of the Ray experiment folder (Tune's pickled state included)."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{PASSWORD}@127.0.0.1:{mlflow_server}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    caplog.set_level(logging.DEBUG, logger="platform")
+    overrides = {**TINY, "train": {"epochs": 2, "image_every": 1},
+                 "search": {"max_concurrent": 1, "scheduler": {"name": "fifo"}, "report": True}}
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=overrides,
+                                   storage=str(tmp_cwd / "ray"), experiment="secrets-test", promote=False))
+    logging.getLogger("platform.test").info("the URI was %s", os.environ["MLFLOW_TRACKING_URI"])  # scrubbed too
+
+    client = MlflowClient(f"http://127.0.0.1:{mlflow_server}")
+    exp = client.get_experiment_by_name("secrets-test")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2 and runs[0].info.status == "FINISHED"
+    texts = {"logs": caplog.text, "stdio": "".join(capfd.readouterr())}
+    for run in runs:
+        texts[f"run {run.info.run_id}"] = json.dumps([run.data.params, run.data.tags])
+    texts["report"] = Path(out.report_path).read_text()
+    assert "127.0.0.1" in texts["report"] and "alice" not in texts["report"]
+    for f in [*tmp_cwd.rglob("*")]:
+        if f.is_file() and "server" not in f.parts:
+            texts[str(f)] = f.read_bytes().decode("latin-1")
+    assert any("tuner.pkl" in k for k in texts) and any("experiment_state" in k for k in texts)
+    leaked = {where: _leaks(text) for where, text in texts.items() if _leaks(text)}
+    assert not leaked, leaked
+
+
+def test_ray_nodes_get_only_the_code_folders():
+    """The working_dir a search ships holds the code folders, not the repository (no .env,
+    tests, docs, clusters, caches)."""
+    import ray
+
+    from platform.search.shipping import SHIPPED
+
+    @ray.remote(num_cpus=0)
+    def listing():
+        import os
+
+        return sorted(os.listdir("."))
+
+    shipped = ray.get(listing.remote())
+    assert "platform" in shipped and "trainables" in shipped
+    assert set(shipped) <= set(SHIPPED), shipped

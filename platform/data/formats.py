@@ -36,6 +36,7 @@ os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
 import numpy as np  # noqa: E402
 
+from platform.data.limits import check_image_file  # noqa: E402
 from platform.errors import DataError  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ def read_array(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image {path} does not exist.")
+    check_image_file(path)  # from the header, before a byte of pixels is decoded
     suffix = path.suffix.lower()
     if suffix == ".exr":
         arr = _read_exr(path)
@@ -280,6 +282,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"mask {path} does not exist.")
+    check_image_file(path, "mask")
     if path.suffix.lower() == ".png":
         from PIL import Image
 

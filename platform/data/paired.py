@@ -9,6 +9,7 @@ draws random crops (:class:`CropDataset`), so a step never touches whole frames.
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,15 @@ class Pair:
     @property
     def shape(self) -> tuple[int, int]:
         return self.input.shape[:2]
+
+
+def _item_file(where: str | Path | None, name: str) -> str:
+    """The file behind an item, for messages: ``where/a.png`` rather than ``where/a``."""
+    stem = name.split("~", 1)[0]  # "a~rot90": a dihedral copy of item "a"
+    if not where:
+        return stem
+    hits = sorted(f for f in Path(where).glob(f"{glob.escape(stem)}.*") if is_image_file(f))
+    return str(hits[0]) if hits else f"{where}/{stem}"
 
 
 def _list_images(folder: Path) -> dict[str, Path]:
@@ -171,8 +181,7 @@ class CropDataset(Dataset):
         for p in pairs:
             h, w = p.shape
             if h < crop or w < crop:
-                name = f"{where}/{p.name}" if where else p.name
-                raise DataError(f"image {name} is {w}x{h}, smaller than the crop size {crop}; lower task.crop "
+                raise DataError(f"image {_item_file(where, p.name)} is {w}x{h}, smaller than the crop size {crop}; lower task.crop "
                                 f"to at most {min(h, w)} or remove the image.")
         self.pairs, self.crop, self.length, self.seed = pairs, crop, length, seed
         self.target_kind = target_kind

@@ -132,6 +132,28 @@ def validate_group(name: str) -> str:
     return name.strip("/")
 
 
+class _Intact:
+    def __init__(self, why: str = ""):
+        self.why = why
+
+    def __bool__(self) -> bool:
+        return not self.why
+
+
+def _stored_intact(store, key: str, meta: WeightMeta) -> _Intact:
+    """Whether the stored object is what its metadata says: its size, and its sha256 where the
+    object can be read cheaply (a local store; an S3 object would have to be downloaded)."""
+    size = store.object_size(key)
+    if size is None:
+        return _Intact("the object is missing")
+    if size != meta.size:
+        return _Intact(f"{size} bytes, the metadata says {meta.size}")
+    root = getattr(store, "root", None)
+    if root is not None and meta.sha256 and sha256_file(Path(root) / key) != meta.sha256:
+        return _Intact("its sha256 differs from the metadata")
+    return _Intact()
+
+
 @_needs_store
 def cmd_upload(args: argparse.Namespace) -> int:
     store = _store_from(args)
@@ -154,9 +176,14 @@ def cmd_upload(args: argparse.Namespace) -> int:
     except ObjectMissing:
         existing = None
     if existing is not None and not args.force:
-        if existing.sha256 == sha:
+        stored = _stored_intact(store, key, existing)
+        if existing.sha256 == sha and stored:
             print(f"{key}: already in {store.describe()} with the same sha256 {sha[:12]}; nothing to do")
             return 0
+        if existing.sha256 == sha:  # the metadata is right but the object is not: upload it again
+            log.warning("%s in %s is damaged (%s); uploading it again", key, store.describe(), stored.why)
+            existing = None
+    if existing is not None and not args.force:
         what = f"a different file (sha256 {existing.sha256[:12]})" if existing.sha256 else "a file without metadata"
         raise ConfigError(
             f"upload: {key} already holds {what} in {store.describe()}; pass --force to replace it "

@@ -108,6 +108,11 @@ class Store(ABC):
     def list_objects(self, prefix: str = "") -> list[str]:
         """Every object path under the root (weights, meta files, READMEs), sorted."""
 
+    def object_size(self, relpath: str) -> int | None:
+        """The stored object's size in bytes (None when absent): what the metadata promises is checked
+        against what is really there."""
+        return None
+
     def ensure_root(self) -> None:
         """Create the bucket/folder if needed (``setup``)."""
 
@@ -184,6 +189,10 @@ class LocalStore(Store):
 
     def exists(self, relpath: str) -> bool:
         return (self.root / relpath).exists()
+
+    def object_size(self, relpath: str) -> int | None:
+        path = self.root / relpath
+        return path.stat().st_size if path.is_file() else None
 
     def ensure_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -383,6 +392,13 @@ class S3Store(Store):
             return True
         except ObjectMissing:
             return False
+
+    def object_size(self, relpath: str) -> int | None:
+        try:
+            with self._translate("checking", relpath):
+                return int(self.client.head_object(Bucket=self.bucket, Key=self._obj(relpath))["ContentLength"])
+        except ObjectMissing:
+            return None
 
     def ensure_root(self) -> None:
         with self._translate("checking bucket", ""):

@@ -36,6 +36,8 @@ from platform.pretrained.meta import WeightMeta, key_suffix, sha256_file, utc_no
 
 log = logging.getLogger(__name__)
 
+_VERIFIED: set[str] = set()  # cached blobs whose sha256 this process has checked
+
 
 class ChecksumError(Exception):
     """A downloaded file does not match its metadata (internal; re-raised as a UserError)."""
@@ -135,12 +137,16 @@ class Cache:
         atomic_write_bytes(self._index_path(store_id, key), (json.dumps(entry, indent=2) + "\n").encode())
 
     def _valid(self, blob: Path, size: int, sha256: str | None, verify: bool) -> bool:
+        """Size always; the sha256 the first time this process uses the blob, and with ``verify``
+        every time (a cached file damaged on disk is downloaded again, never trained from)."""
         if not blob.is_file() or blob.stat().st_size != size:
             return False
-        if verify and sha256 and sha256_file(blob) != sha256:
-            log.warning("cached file %s is corrupt (checksum differs); downloading it again", blob)
-            blob.unlink(missing_ok=True)
-            return False
+        if sha256 and (verify or str(blob) not in _VERIFIED):
+            if sha256_file(blob) != sha256:
+                log.warning("cached file %s is corrupt (checksum differs); downloading it again", blob)
+                blob.unlink(missing_ok=True)
+                return False
+            _VERIFIED.add(str(blob))
         return True
 
     # -- fetching -------------------------------------------------------------------------
@@ -211,6 +217,7 @@ class Cache:
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)
             os.replace(tmp, blob)
+            _VERIFIED.add(str(blob))  # hashed on the way in
             return blob, meta
         finally:
             tmp.unlink(missing_ok=True)

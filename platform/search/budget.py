@@ -10,9 +10,10 @@ every worker of a DDP trial).
   plus the expected cost of one more trial (the mean cost of the trials finished so far)
   would pass ``usd`` or once ``time_s`` has passed; Tune then finishes the search when the
   running trials end.
-* :class:`BudgetStopper` lets the running trials finish their current rung: once the budget
-  is spent, a trial stops at its next rung milestone (ASHA/HyperBand) or at the end of its
-  current epoch (other schedulers), so its result stays comparable with the others.
+* :class:`BudgetStopper` stops the running trials once the budget is spent, at the end of
+  the epoch that crossed it (its checkpoint and result are kept). Waiting for the next ASHA
+  rung would keep spending for up to ``grace_period x reduction_factor**k`` more epochs;
+  the trial's rung (how far it got) is recorded with its stop reason instead.
 
 The driver, the searcher wrapper, the stopper and the tracking callback all live in the
 driver process but Tune pickles the searcher and stopper (``tuner.pkl``, searcher state for
@@ -164,12 +165,10 @@ class BudgetTracker:
         return True, ""
 
     def should_stop(self, trial_id: str, result: dict[str, Any]) -> bool:
-        """Stop a running trial at the end of its current rung once the budget is spent."""
+        """Stop a running trial at the end of the epoch (this result) once the budget is spent."""
         if self.exhausted() is None:
             return False
         it = int(result.get(self.time_attr, result.get("training_iteration", 0)) or 0)
-        if self.milestones and it not in self.milestones:
-            return False
         self.stopped[trial_id] = int(result.get("epoch", it))
         return True
 
@@ -212,7 +211,7 @@ class BudgetLimiter(Searcher):
             if not ok:
                 if not tracker._said_no:
                     tracker._said_no = True
-                    log.warning("budget: no new trials: %s; running trials finish their current rung", why)
+                    log.warning("budget: no new trials: %s; running trials stop at the end of their epoch", why)
                 return Searcher.FINISHED
         return self.searcher.suggest(trial_id)
 
@@ -245,7 +244,7 @@ class BudgetLimiter(Searcher):
 
 
 class BudgetStopper(Stopper):
-    """Stops running trials at their next rung once the budget is spent."""
+    """Stops running trials at the end of their current epoch once the budget is spent."""
 
     def __init__(self, key: str, whole_search: bool = False):
         self.key = key

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from platform.config import REPO_ROOT, SearchSpec, is_search_node, load_spec, possible_values
+from platform.config import SearchSpec, check_name, is_search_node, load_spec, possible_values
 from platform.errors import ConfigError
 
 log = logging.getLogger("platform.search")
@@ -79,7 +80,7 @@ def prepare_spec(opts: SearchOptions) -> SearchSpec:
                                                          "seconds": float(opts.time_budget)}}}
     spec = load_spec(opts.space, quick=opts.quick, overrides=overrides)
     if opts.experiment:
-        spec.config["name"] = opts.experiment
+        spec.config["name"] = check_name(opts.experiment, "--experiment")
     return spec
 
 
@@ -218,10 +219,12 @@ def without_job_fields(runtime_env: dict, job_env: dict) -> dict:
 def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
     import ray
 
+    from platform.search.shipping import code_dir
+
     runtime_env = {
         # Workers see the `platform` package only through the working_dir (it goes first on
-        # PYTHONPATH there); the upload honours .gitignore, so .venv and mlruns stay home.
-        "working_dir": str(REPO_ROOT),
+        # PYTHONPATH there); it holds the code folders only (no .env, data or stores).
+        "working_dir": code_dir(),
         "excludes": [".git", ".venv", "mlruns", ".cache", "**/__pycache__"],
         "env_vars": env_vars,
     }
@@ -290,7 +293,7 @@ class ProgressReporter:
 
     def result(self, trials, trial, result):
         v = result.get(self.metric)
-        if isinstance(v, (int, float)):
+        if isinstance(v, (int, float)) and math.isfinite(v):
             if self.best is None or (v > self.best[0] if self.mode == "max" else v < self.best[0]):
                 self.best = (float(v), trial.trial_id)
         now = time.monotonic()
@@ -410,7 +413,8 @@ def best_checkpoint(row: dict, metric: str, mode: str):
 
     def consider(value, path: str, filesystem) -> None:
         nonlocal best
-        if value is None or (best is not None and not (value > best[0] if mode == "max" else value < best[0])):
+        if value is None or not math.isfinite(value) or (best is not None and not (
+                value > best[0] if mode == "max" else value < best[0])):
             return
         if filesystem.get_file_info(path).type != FileType.Directory:
             return  # pruned by the retention policy
@@ -468,6 +472,8 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from platform.champion import champion_version, min_gain, register_and_maybe_promote
     from platform.search import resume as resume_lib
     from platform.search.budget import BudgetStopper, BudgetTracker, rung_milestones
+    from platform.search.failures import failure_config
+    from platform.search.preflight import check_cluster_fits
     from platform.search.packing import TrialResources
     from platform.search.retention import protected_checkpoints, sweep
     from platform.search.space import cost_metric, make_scheduler, make_searcher, num_samples, tuner_param_space
@@ -533,6 +539,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     env_vars.setdefault("PLATFORM_PRETRAINED_DIR", str(Path(".cache/pretrained").resolve()))
     init_ray(opts, env_vars)
     check_shared_storage(opts, storage)
+    check_cluster_fits(spec, address=opts.address or os.environ.get("RAY_ADDRESS"))
     # Save Tune's experiment state (trials, searcher, callbacks) every few seconds rather than Tune's
     # adaptive >= 10 s: after a crash, --resume loses at most that much bookkeeping.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
@@ -580,7 +587,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=run_name, storage_path=storage, callbacks=callbacks, stop=stopper, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),  # a NaN/OOM trial would fail the same way again
+                failure_config=failure_config(),  # retries lost nodes/workers, never a NaN/OOM/exception
                 # On local storage retention is done by the tracking callback (best N + latest,
                 # registry-protected); on remote storage (s3://...) Tune keeps the best N itself (plus
                 # the latest, which Ray never deletes).

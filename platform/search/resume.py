@@ -75,9 +75,13 @@ def child_runs(client, experiment_id: str, parent_id: str) -> list:
 
 def saved_trial_ids(experiment_path: str) -> set[str] | None:
     """Trial ids in Tune's newest experiment state file (None if unreadable)."""
-    files = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if "://" not in experiment_path:
+        from platform.search.retention import repair_experiment_state
+
+        repair_experiment_state(experiment_path)
+    files = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda p: p.name)
     if not files:
-        return None
+        return set() if Path(experiment_path).is_dir() else None  # Tune starts every trial afresh
     try:
         state = json.loads(files[-1].read_text())
         ids = set()
@@ -117,6 +121,12 @@ def restore_tuner(path: str, trainable, *, callbacks: list, stopper, search_alg,
     """``Tuner.restore`` with the driver's live callbacks, stopper, searcher and scheduler."""
     from ray import tune
 
+    from platform.search.failures import failure_config
+
+    if "://" not in path:
+        from platform.search.retention import repair_experiment_state
+
+        repair_experiment_state(path)
     tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     internal = getattr(tuner, "_local_tuner", None)
@@ -125,8 +135,14 @@ def restore_tuner(path: str, trainable, *, callbacks: list, stopper, search_alg,
                            "the tracking callbacks (see platform/search/resume.py)")
     internal._run_config.callbacks = callbacks
     internal._run_config.stop = stopper
+    internal._run_config.failure_config = failure_config()  # also for searches saved with max_failures=0
     internal._tune_config.search_alg = search_alg
     internal._tune_config.scheduler = scheduler
+    if "://" not in path and not any(Path(path).glob("experiment_state-*.json")) and hasattr(internal, "_is_restored"):
+        # Killed before Tune saved any state: nothing to restore (a restore would "restart" with a
+        # half-restored searcher); run the search afresh in the same experiment folder.
+        log.info("no saved experiment state in %s: its trials start afresh", path)
+        internal._is_restored = False
     return tuner
 
 

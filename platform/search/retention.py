@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -45,7 +47,7 @@ def list_checkpoints(trial_dir: str | Path, metric: str) -> list[Ckpt]:
         if mfile.is_file():
             try:
                 v = json.loads(mfile.read_text()).get(metric)
-                value = float(v) if isinstance(v, (int, float)) else None
+                value = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None  # NaN is never "best"
             except (OSError, ValueError):
                 value = None
         out.append(Ckpt(str(p.resolve()), int(m.group(1)), value))
@@ -106,3 +108,108 @@ def protected_checkpoints(client, model_name: str | None = None) -> set[str]:
         if src:
             out.add(str(Path(src).resolve()) if "://" not in src else src)
     return out
+
+
+# --------------------------------------------------------------------------- deletions Tune agrees with
+GOOD_STATE = ".experiment_state.good.json"  # the last saved experiment state that parsed
+
+
+def saved_latest_checkpoints(experiment_path: str | Path) -> dict[str, int] | None:
+    """{trial_id: index of its latest checkpoint} in Tune's newest saved experiment state (the
+    file ``--resume`` restores from); {} before the first save, None while it is unreadable
+    (being written). A state that parses is also kept as :data:`GOOD_STATE`, which
+    :func:`repair_experiment_state` puts back if the driver dies while Tune rewrites its file."""
+    files = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda p: p.name)
+    if not files:
+        return {}
+    try:
+        text = files[-1].read_text()
+        refs = latest_checkpoints(json.loads(text))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    _write_atomic(Path(experiment_path) / GOOD_STATE, f"{files[-1].name}\n{text}")
+    return refs
+
+
+def latest_checkpoints(state: dict) -> dict[str, int]:
+    out = {}
+    for trial_json, meta_json in state["trial_data"]:
+        trial, meta = json.loads(trial_json), json.loads(meta_json)
+        last = meta.get("last_result") or {}
+        last = json.loads(last) if isinstance(last, str) else last
+        m = _CKPT.match(str(last.get("checkpoint_dir_name") or ""))
+        if m:
+            out[str(trial["trial_id"])] = int(m.group(1))
+    return out
+
+
+def repair_experiment_state(experiment_path: str | Path) -> bool:
+    """Before ``--resume``: if Tune's newest state file is truncated (the driver was killed while
+    Tune rewrote it, which Tune does in place), put back the last one that parsed; without one,
+    remove the damaged file so that Tune starts the trials afresh. Returns whether it repaired."""
+    files = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda p: p.name)
+    if not files:
+        return False
+    try:
+        json.loads(files[-1].read_text())
+        return False
+    except (OSError, ValueError):
+        pass
+    good = Path(experiment_path) / GOOD_STATE
+    if good.is_file():
+        name, _, text = good.read_text().partition("\n")
+        for f in files:
+            f.unlink()
+        _write_atomic(Path(experiment_path) / name, text)
+        log.warning("Tune's experiment state %s was truncated when the search was killed; restored the last "
+                    "complete one (%s)", files[-1].name, name)
+    else:
+        files[-1].unlink()
+        log.warning("Tune's experiment state %s was truncated before any complete save; the trials start afresh",
+                    files[-1].name)
+    return True
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class DeferredDeletions:
+    """Checkpoints the policy dropped, deleted only once Tune's saved state no longer needs them.
+
+    Tune saves its experiment state every few seconds; ``--resume`` restarts each unfinished
+    trial from the latest checkpoint that state names. Deleting at once could remove that
+    checkpoint (the trial has saved a newer one since, but the state on storage is older), and a
+    resumed trial would fail: "checkpoint ... does not exist on storage anymore". So a dropped
+    checkpoint waits until the saved state's last result names a checkpoint two or more later
+    (Tune records the result before it registers that result's checkpoint).
+    """
+
+    def __init__(self, experiment_path: str | Path):
+        self.experiment_path = str(experiment_path)
+        self.queued: dict[str, Ckpt] = {}
+
+    def queue(self, trial_dir: str | Path, metric: str, mode: str, keep_best: int,
+              protected: set[str] | frozenset = frozenset()) -> None:
+        for c in select_deletions(list_checkpoints(trial_dir, metric), keep_best, mode, protected):
+            self.queued.setdefault(c.path, c)
+
+    def flush(self) -> list[str]:
+        """Delete the queued checkpoints the saved state no longer refers to; returns them."""
+        saved = saved_latest_checkpoints(self.experiment_path)
+        if saved is None:
+            return []
+        deleted = []
+        for path, c in list(self.queued.items()):
+            trial_id = Path(path).parent.name.removeprefix("trial_")
+            # Tune may save a result (naming checkpoint n) before it registers checkpoint n: the state
+            # can still restore from n - 1, so only checkpoints older than that go.
+            if trial_id in saved and c.index < saved[trial_id] - 1:
+                shutil.rmtree(path, ignore_errors=True)
+                deleted.append(path)
+                del self.queued[path]
+        if deleted:
+            log.debug("retention: deleted %d checkpoint(s) Tune's saved state no longer needs", len(deleted))
+        return deleted

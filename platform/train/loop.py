@@ -31,6 +31,7 @@ from platform import losses as losses_lib
 from platform import models as models_lib
 from platform import tasks as tasks_lib
 from platform.data.device_crops import DeviceCrops, make_device_crops
+from platform.safeio import load_state, save_atomic, to_json_text
 from platform.train.pretrained import Finetuning, load_pretrained_weights, lr_schedule, optimizer_groups
 from platform.train.session import Session, all_reduce_sum, distributed
 
@@ -115,10 +116,10 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, epoch: int, conf
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
-        "config": config,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "config": to_json_text(config),  # JSON text, not a pickled dict: loaded with weights_only=True
+        "rng": rng_state(),
     }
-    torch.save(state, folder / CHECKPOINT_FILE)
+    save_atomic(state, folder / CHECKPOINT_FILE)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     (folder / "config.json").write_text(json.dumps(config, indent=1, default=str))
     if grid is not None:
@@ -127,8 +128,17 @@ def _save_checkpoint(folder: Path, model, optimizer, scheduler, epoch: int, conf
         iio.imwrite(folder / GRID_FILE, grid)
 
 
+def rng_state() -> dict:
+    """The RNG states as tensors and plain lists (a checkpoint holds no pickled objects)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+            "python": [version, list(internal), gauss]}
+
+
 def load_checkpoint_state(folder: str | Path) -> dict:
-    return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    """A trainer checkpoint, loaded with ``weights_only=True`` (a crafted file runs nothing)."""
+    return load_state(Path(folder) / CHECKPOINT_FILE, "checkpoint")
 
 
 @dataclass
