@@ -538,8 +538,12 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     env_vars.setdefault("PLATFORM_DATA_DIR", str(Path(".cache/data").resolve()))
     env_vars.setdefault("PLATFORM_PRETRAINED_DIR", str(Path(".cache/pretrained").resolve()))
     init_ray(opts, env_vars)
-    check_shared_storage(opts, storage)
-    check_cluster_fits(spec, address=opts.address or os.environ.get("RAY_ADDRESS"))
+    try:
+        check_shared_storage(opts, storage)
+        check_cluster_fits(spec, address=opts.address or os.environ.get("RAY_ADDRESS"))
+    except ConfigError:  # refused before any trial: the parent run ends as failed, not RUNNING
+        client.set_terminated(parent_id, status="FAILED")
+        raise
     # Save Tune's experiment state (trials, searcher, callbacks) every few seconds rather than Tune's
     # adaptive >= 10 s: after a crash, --resume loses at most that much bookkeeping.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
