@@ -287,7 +287,7 @@ SCHEMA: dict[str, Any] = {
             "seconds": Field(NUM + (type(None),), default=None, searchable=False, check=_positive,
                              doc="wall-clock budget of the whole search: trials, epochs and crops are sized to it "
                                  "from a measured step time (--time-budget; null: as written)"),
-            "min_steps": Field((int,), default=400, searchable=False, check=_positive,
+            "min_steps": Field((int,), default=2000, searchable=False, check=_positive,
                                doc="the crop is the largest at which a trial still makes this many steps"),
             "waves": Field((int,), default=1, searchable=False, check=_positive,
                            doc="trials = the trials that run at once x waves"),

@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import sys
 import tempfile
 import warnings
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from platform.errors import ConfigError, UserError, cli_main
+from platform.safeio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +309,7 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
                 "platform.config": json.dumps(loaded.config, default=str)}
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "model.onnx" if quantize else output
+        fp32 = Path(tmp) / ("model.onnx" if fmt == "onnx" else "model.pt")
         try:
             if fmt == "onnx":
                 names = export_onnx(module, fp32, channels, min_side, metadata, opset)
@@ -327,14 +329,18 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
         diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
         result = ExportReport(output, fmt, diff, img.shape[:2], min_side, names)
         result.sizes["fp32"] = fp32.stat().st_size
+        final = fp32
         if quantize:
-            quantize_int8(fp32, output)
-            q = run_onnx(output, img)
+            final = quantize_int8(fp32, Path(tmp) / "model.int8.onnx")
+            q = run_onnx(final, img)
             result.int8_psnr_vs_fp32 = psnr(q[0], got[0])
-            result.sizes["int8"] = output.stat().st_size
+            result.sizes["int8"] = final.stat().st_size
             if truth is not None and module.kind == "img2img":
                 t = truth[:, :, :got[0].shape[1]]
                 result.int8_target_psnr = (psnr(got[0][0].transpose(1, 2, 0), t), psnr(q[0][0].transpose(1, 2, 0), t))
+
+        with atomic_path(output) as dest:  # checked first, then in place at once: never a half-written file
+            shutil.copyfile(final, dest)
 
     h, w = result.check_size
     report(f"exported  {output} ({fmt}{' int8' if quantize else ''}, inputs image N x {channels} x H x W in [0, 1], "
@@ -357,10 +363,9 @@ def export_cube(loaded, output: Path, image: str | Path | None, report=print) ->
 
     text = cube_text(loaded.model, title=f"{loaded.source}")
     transfer = (loaded.config.get("task") or {}).get("transfer", "identity")
-    tmp = output.with_name(output.name + ".tmp")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text)
-    tmp.replace(output)  # never a half-written LUT under the final name
+    with atomic_path(output) as tmp:  # never a half-written LUT under the final name
+        tmp.write_text(text)
     img = check_image(image, 1, 3)
     lut = colour.read_LUT(str(output))
     got = np.clip(lut.apply(img.astype(np.float64)), 0, 1)

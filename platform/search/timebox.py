@@ -264,6 +264,9 @@ def apply(spec: SearchSpec, p: Plan, overrides: dict) -> None:
     sched = cfg["search"]["scheduler"]
     if not pinned(overrides, "search.scheduler.max_t"):
         sched["max_t"] = cfg["train"]["epochs"]
+    if int(cfg["search"]["timebox"]["waves"]) == 1 and not pinned(overrides, "search.scheduler.grace_period"):
+        # One wave: a trial stopped early frees cores that no later trial would use.
+        sched["grace_period"] = sched["max_t"]
     sched["grace_period"] = min(sched["grace_period"], sched["max_t"])
     cfg["search"]["timebox"]["plan"] = asdict(p)
 
