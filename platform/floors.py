@@ -31,12 +31,13 @@ import torch
 from torch import nn
 
 from platform.data.io import to_float
+from platform.models.lut3d import FIT_SIZE, FIT_SMOOTHNESS
 
 log = logging.getLogger(__name__)
 
 MAX_FIT_PIXELS = 400_000  # pixels drawn from the training items for a fit (enough for 13 or 17³x3 unknowns)
-LUT_FLOOR_SIZE = 17
-LUT_SMOOTHNESS = 1e-2  # weight of the second differences, relative to the mean data term per node
+# The LUT floor is the least-squares start of the lut3d model: one size and smoothness for both.
+LUT_FLOOR_SIZE, LUT_SMOOTHNESS = FIT_SIZE, FIT_SMOOTHNESS
 
 
 @dataclass
@@ -104,61 +105,15 @@ def fit_poly(x: np.ndarray, y: np.ndarray) -> PolyColorFloor:
     return PolyColorFloor(coef, cross=False)
 
 
-def trilinear_design(x: np.ndarray, size: int):
-    """Sparse (N, S³) matrix of trilinear weights of colours ``x`` (N, 3) in [0, 1] on the node grid
-    indexed ``b * S² + g * S + r`` (the layout of :func:`platform.models.lut3d.identity_lut`)."""
-    from scipy import sparse
-
-    pos = np.clip(x, 0, 1) * (size - 1)
-    lo = np.minimum(np.floor(pos).astype(np.int64), size - 2)
-    frac = pos - lo
-    rows, cols, vals = [], [], []
-    n = np.arange(len(x))
-    for dr in (0, 1):
-        for dg in (0, 1):
-            for db in (0, 1):
-                w = (np.where(dr, frac[:, 0], 1 - frac[:, 0]) * np.where(dg, frac[:, 1], 1 - frac[:, 1])
-                     * np.where(db, frac[:, 2], 1 - frac[:, 2]))
-                idx = (lo[:, 2] + db) * size * size + (lo[:, 1] + dg) * size + (lo[:, 0] + dr)
-                rows.append(n), cols.append(idx), vals.append(w)
-    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(len(x), size ** 3))
-
-
-def second_differences(size: int):
-    """Sparse operator of the second differences along r, g and b of a node grid (zero on linear maps)."""
-    from scipy import sparse
-
-    d1 = sparse.diags([np.ones(size - 2), -2 * np.ones(size - 2), np.ones(size - 2)], [0, 1, 2],
-                      shape=(size - 2, size))
-    eye = sparse.identity(size)
-    return sparse.vstack([sparse.kron(sparse.kron(eye, eye), d1),   # along r (fastest)
-                          sparse.kron(sparse.kron(eye, d1), eye),   # along g
-                          sparse.kron(sparse.kron(d1, eye), eye)]).tocsr()  # along b
-
-
 def fit_lut(x: np.ndarray, y: np.ndarray, size: int = LUT_FLOOR_SIZE) -> nn.Module:
     """The least-squares 3D LUT of colour pairs (N, 3), as a pure-LUT :class:`LUT3D` model."""
-    from scipy.sparse.linalg import spsolve
+    from platform.models.lut3d import LUT3D, least_squares_nodes
 
-    from platform.models.lut3d import LUT3D
-
-    a = trilinear_design(x, size)
-    d = second_differences(size)
-    lam = LUT_SMOOTHNESS * len(x) / size ** 3
-    m = (a.T @ a + lam * (d.T @ d) + 1e-9 * len(x) * _speye(size ** 3)).tocsc()
-    nodes = np.stack([spsolve(m, a.T @ y[:, c]) for c in range(3)])  # (3, S³) in [0, 1]
     model = LUT3D(lut_size=size)
     with torch.no_grad():
-        table = torch.as_tensor(nodes * 2 - 1, dtype=torch.float32).reshape(3, size, size, size)
-        model.offset[:3] = table - model.identity
+        table = torch.as_tensor(least_squares_nodes(x, y, size, LUT_SMOOTHNESS) * 2 - 1, dtype=torch.float32)
+        model.offset[:3] = table.reshape(3, size, size, size) - model.identity
     return model.eval()
-
-
-def _speye(n: int):
-    from scipy import sparse
-
-    return sparse.identity(n, format="csr")
 
 
 def training_colours(pairs, seed: int = 0, max_pixels: int = MAX_FIT_PIXELS) -> tuple[np.ndarray, np.ndarray]:

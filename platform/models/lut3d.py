@@ -36,6 +36,8 @@ from platform.errors import ConfigError
 from platform.models._registry import register_model
 from platform.models._utils import check_channels, identity_start, no_pretrained, pad_to_multiple
 
+FIT_SIZE, FIT_SMOOTHNESS = 17, 1e-2  # the least-squares start: the 3D LUT floor's size and penalty
+
 LUT3D_SIZES = {
     "lut": dict(basis=0, residual_width=0),
     "adaptive": dict(basis=3, residual_width=0),
@@ -58,6 +60,53 @@ def apply_lut(lut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     grid = x.permute(0, 2, 3, 1)[:, None].to(volume.dtype)  # (N, 1, H, W, 3): (r, g, b) -> (W, H, D)
     out = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out[:, :, 0].to(x.dtype)
+
+
+def trilinear_design(x: np.ndarray, size: int):
+    """Sparse (N, S³) matrix of trilinear weights of colours ``x`` (N, 3) in [0, 1] on the node grid
+    indexed ``b * S² + g * S + r`` (the layout of :func:`platform.models.lut3d.identity_lut`)."""
+    from scipy import sparse
+
+    pos = np.clip(x, 0, 1) * (size - 1)
+    lo = np.minimum(np.floor(pos).astype(np.int64), size - 2)
+    frac = pos - lo
+    rows, cols, vals = [], [], []
+    n = np.arange(len(x))
+    for dr in (0, 1):
+        for dg in (0, 1):
+            for db in (0, 1):
+                w = (np.where(dr, frac[:, 0], 1 - frac[:, 0]) * np.where(dg, frac[:, 1], 1 - frac[:, 1])
+                     * np.where(db, frac[:, 2], 1 - frac[:, 2]))
+                idx = (lo[:, 2] + db) * size * size + (lo[:, 1] + dg) * size + (lo[:, 0] + dr)
+                rows.append(n), cols.append(idx), vals.append(w)
+    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(len(x), size ** 3))
+
+
+def second_differences(size: int):
+    """Sparse operator of the second differences along r, g and b of a node grid (zero on linear maps)."""
+    from scipy import sparse
+
+    d1 = sparse.diags([np.ones(size - 2), -2 * np.ones(size - 2), np.ones(size - 2)], [0, 1, 2],
+                      shape=(size - 2, size))
+    eye = sparse.identity(size)
+    return sparse.vstack([sparse.kron(sparse.kron(eye, eye), d1),   # along r (fastest)
+                          sparse.kron(sparse.kron(eye, d1), eye),   # along g
+                          sparse.kron(sparse.kron(d1, eye), eye)]).tocsr()  # along b
+
+
+def least_squares_nodes(x: np.ndarray, y: np.ndarray, size: int, smoothness: float) -> np.ndarray:
+    """(3, S³) node values in [0, 1] minimising the squared error of the trilinear lookup of colours
+    ``x`` (N, 3) against ``y`` plus ``smoothness`` x the mean data weight per node x the squared
+    second differences (zero on linear maps: unvisited colours are extrapolated linearly)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    a = trilinear_design(x, size)
+    d = second_differences(size)
+    lam = smoothness * len(x) / size ** 3
+    m = (a.T @ a + lam * (d.T @ d) + 1e-9 * len(x) * sparse.identity(size ** 3, format="csr")).tocsc()
+    return np.stack([spsolve(m, a.T @ y[:, c]) for c in range(3)])
 
 
 class _Thumbnail(nn.Module):
@@ -149,15 +198,13 @@ class LUT3D(nn.Module):
         """Start the (first) LUT at the least-squares LUT of training colour pairs ((N, 3) in [0, 1]):
         the global grade is a linear problem, solved exactly in a second instead of learnt by SGD
         (fitted at 17³, the floor's size, and resampled to this LUT's size)."""
-        from platform.floors import fit_lut
-
         if self.init != "fit":
             return
-        fitted = fit_lut(inputs, targets)
+        s = FIT_SIZE
+        fitted = torch.as_tensor(least_squares_nodes(inputs, targets, s, FIT_SMOOTHNESS) * 2 - 1, dtype=torch.float32)
         with torch.no_grad():
-            nodes = self.identity[None]  # (1, 3, S, S, S) = the node coordinates in [-1, 1]
-            coords = nodes.reshape(1, 3, -1, 1)
-            table = apply_lut(fitted.table(), coords).reshape(3, *self.identity.shape[1:])
+            coords = self.identity.reshape(1, 3, -1, 1)  # this LUT's node coordinates in [-1, 1]
+            table = apply_lut(fitted.reshape(3, s, s, s), coords).reshape(3, *self.identity.shape[1:])
             self.offset[:3] = table - self.identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

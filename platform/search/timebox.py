@@ -108,7 +108,7 @@ def build(config: dict, crop: int, batch: int):
 
     cfg = {**config, "task": {**config["task"], "crop": crop, "batch_size": batch, "crops_per_epoch": batch}}
     with tempfile.TemporaryDirectory(prefix="timebox-") as tmp:
-        return build_trial(cfg, Session(checkpoint_root=tmp), init_from_data_=False)
+        return build_trial(cfg, Session(checkpoint_root=tmp), fit_start=False)
 
 
 def time_steps(trial, crop: int, steps: int = 2) -> float:

@@ -172,9 +172,9 @@ class Trial:
     first_step_at: float | None = None  # wall-clock time of the first training step (start-up benchmark)
 
 
-def build_trial(config: dict, session: Session, init_from_data_: bool = True) -> Trial:
+def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial:
     """Build task, data, model, loss, optimiser and schedule; resume from the session's checkpoint.
-    ``init_from_data_=False`` skips a model's closed-form start (timing runs need no fit)."""
+    ``fit_start=False`` skips a model's closed-form start (timing runs need no fit)."""
     train_cfg, opt_cfg, sch_cfg = config["train"], config["optimizer"], config["schedule"]
     seed = int(train_cfg.get("seed", 0))
     seed_everything(seed + session.rank)
@@ -200,7 +200,7 @@ def build_trial(config: dict, session: Session, init_from_data_: bool = True) ->
     model = build_model(config)
     finetuning = load_pretrained_weights(model, config.get("pretrained"), config["model"]["architecture"],
                                          session.world_size, session.rank)
-    if finetuning is None and init_from_data_:
+    if finetuning is None and fit_start:
         init_from_data(model, task, seed)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
