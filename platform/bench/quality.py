@@ -44,29 +44,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 def split_sample(root: Path, test: list[str]) -> tuple[Path, Path]:
-    """Copies of vfx_grade: ``search/`` (the search's frames) and ``test/`` (never seen)."""
+    """(a copy of vfx_grade without the test frames for the search, the whole set)."""
     from platform.data.samples import ensure_sample
 
     src = ensure_sample("vfx_grade")
-    for part in ("input", "target"):
-        for f in sorted((src / part).iterdir()):
-            dest = root / ("test" if f.stem in test else "search") / part / f.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, dest)
-    missing = [t for t in test if not (root / "test" / "input" / f"{t}.png").exists()]
+    missing = [t for t in test if not (src / "input" / f"{t}.png").exists()]
     if missing:
         from platform.errors import ConfigError
 
         raise ConfigError(f"--test-frames {', '.join(missing)} are not frames of vfx_grade.")
-    return root / "search", root / "test"
+    for part in ("input", "target"):
+        for f in sorted((src / part).iterdir()):
+            if f.stem not in test:
+                (root / "search" / part).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, root / "search" / part / f.name)
+    return root / "search", src
 
 
-def test_task(test_dir: Path):
+def test_task(whole: Path, test: list[str]):
     """A task whose validation items are exactly the test frames, at native resolution."""
     from platform import tasks
 
-    names = sorted(p.stem for p in (test_dir / "input").iterdir())
-    return tasks.create("img2img", {"data": str(test_dir), "crop": 64, "crops_per_epoch": 8, "val_holdout": names})
+    return tasks.create("img2img", {"data": str(whole), "crop": 64, "crops_per_epoch": 8, "val_holdout": list(test)})
 
 
 def floors_on_test(search_dir: Path, test) -> dict[str, dict[str, float]]:
@@ -122,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         os.chdir(tmp)  # a private ./mlruns: the user's registry is left alone
         try:
-            search_dir, test_dir = split_sample(Path(tmp) / "data", args.test_frames.split(","))
-            test = test_task(test_dir)
+            names = args.test_frames.split(",")
+            search_dir, whole = split_sample(Path(tmp) / "data", names)
+            test = test_task(whole, names)
             floor_scores = floors_on_test(search_dir, test)
             runs = [run_budget(b, args.space, search_dir, test) for b in budgets]
         finally:
