@@ -463,7 +463,8 @@ def test_multi_node_search_with_s3_storage(tmp_cwd, s3_endpoint):
     try:
         cluster.wait_for_nodes()
         overrides = _merge(TINY, {"optimizer": {"lr": {"loguniform": [1.0e-4, 3.0e-3]}},
-                                  "search": {"max_concurrent": 2}})
+                                  "search": {"max_concurrent": 2},
+                                  "promotion": {"floors": False}})  # the registry path, not the floors
         try:
             out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=2, address=cluster.address,
                                            storage=f"s3://{bucket}/ray", overrides=cpu_nafnet(overrides)))
