@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from netutil import free_ports
+from tests.netutil import stop_group, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_SPACE = str(Path(__file__).resolve().parent / "data" / "engine_quick.yaml")  # fast, fixed, no floors
@@ -29,16 +30,6 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no /usr/bin/chromium: `apt-get install chromium` "
                                                             "(.ci/run does it as root)"),
 ]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +76,7 @@ def ray_head(tmp_path_factory):
         wait_for(lambda: _api_up(url, token), 180, "the Ray dashboard")
         yield {"url": url, "token": token, "env": env, "state": state}
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+        stop_group(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -163,11 +150,7 @@ def mlflow_ui(search_job):
         wait_for(up, 180, "the MLflow UI")
         yield url
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+        stop_group(proc)
 
 
 def _search_runs(uri: str):

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from platform.search import SearchOptions, run_search
+from tests.netutil import keep_local_ray
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +35,7 @@ EPOCHS = 3
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    import ray
-
-    from platform.search.driver import init_ray
-
-    os.environ["PLATFORM_KEEP_RAY"] = "1"
-    env = {"PLATFORM_DATA_DIR": os.environ["PLATFORM_DATA_DIR"],
-           "PLATFORM_PRETRAINED_DIR": str(REPO / ".cache" / "pretrained")}
-    init_ray(SearchOptions("search_kills", num_cpus=4), env)
-    yield
-    os.environ.pop("PLATFORM_KEEP_RAY", None)
-    ray.shutdown()
+    yield from keep_local_ray("search_kills", num_cpus=4)
 
 
 # --------------------------------------------------------------------------- what the folder shows

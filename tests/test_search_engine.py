@@ -18,6 +18,7 @@ import pytest
 
 from platform.search import SearchOptions, run_search
 from platform.search.presets import cpu_nafnet
+from tests.netutil import keep_local_ray
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +35,7 @@ TINY = {
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    import ray
-
-    from platform.search.driver import init_ray
-
-    os.environ["PLATFORM_KEEP_RAY"] = "1"
-    env = {"PLATFORM_DATA_DIR": os.environ["PLATFORM_DATA_DIR"],
-           "PLATFORM_PRETRAINED_DIR": str(REPO / ".cache" / "pretrained")}
-    init_ray(SearchOptions("nafnet_fewshot", num_gpus=1), env)
-    yield
-    os.environ.pop("PLATFORM_KEEP_RAY", None)
-    ray.shutdown()
+    yield from keep_local_ray("nafnet_fewshot", num_gpus=1)
 
 
 def _client():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from netutil import free_ports
+from tests.netutil import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_SPACE = str(Path(__file__).resolve().parent / "data" / "engine_quick.yaml")  # fast, fixed, no floors
@@ -76,14 +77,7 @@ def _mem_mb() -> int:
 
 
 def _wait(predicate, timeout: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+    return wait_for(predicate, timeout, what, log=log, every=0.5)
 
 
 class Slurm:
