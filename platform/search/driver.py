@@ -461,7 +461,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     check_pretrained(spec)
     lpips_reason = check_lpips(spec)
     floors = quality.compute_floors(spec, task)  # before any trial: what no learning gives
-    plan = size_to_budget(spec, task, opts, started)
+    size_to_budget(spec, task, opts, started)  # writes the plan into spec (search.timebox.plan)
     space_model = SpaceModel.from_spec(spec)  # after check_lpips (may pin λ(lpips) to 0) and the time plan
 
     import mlflow
