@@ -123,7 +123,7 @@ def check_jobs_page(browser, ray_head, job: str) -> str:
 
 def test_ray_dashboard_jobs_page_shows_the_running_search(search_job):
     text = search_job["jobs_page"]
-    assert "RUNNING" in text and "platform.search nafnet_fewshot" in text, text
+    assert "RUNNING" in text and "platform.search " + ENGINE_SPACE in text, text
 
 
 @pytest.fixture(scope="module")
