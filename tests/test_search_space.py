@@ -207,8 +207,8 @@ def test_budget_stops_launching_and_stops_running_trials_at_a_rung():
 
     assert BudgetLimiter(Inner(), "unit-budget").suggest("b") == "FINISHED"
     t.trials["a"].usd = 1.2  # spent
-    assert not t.should_stop("c", {"training_iteration": 3, "epoch": 3})  # between rungs: finish the rung
-    assert t.should_stop("c", {"training_iteration": 4, "epoch": 4}) and t.stopped == {"c": 4}
+    # Spent: a running trial stops at the end of this epoch, between rungs too (issue 15: budgets hold).
+    assert t.should_stop("c", {"training_iteration": 3, "epoch": 3}) and t.stopped == {"c": 3}
     t2 = BudgetTracker("unit-budget-2", usd=None, time_s=10.0)
     t2.set_state({"elapsed_before": 11.0})
     assert "time budget" in t2.exhausted()
