@@ -276,7 +276,7 @@ def test_no_secret_leaves_the_process(tmp_cwd, mlflow_server, monkeypatch, caplo
     caplog.set_level(logging.DEBUG, logger="platform")
     overrides = {**TINY, "train": {"epochs": 2, "image_every": 1},
                  "search": {"max_concurrent": 1, "scheduler": {"name": "fifo"}, "report": True}}
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=overrides,
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=cpu_nafnet(overrides),
                                    storage=str(tmp_cwd / "ray"), experiment="secrets-test", promote=False))
     logging.getLogger("platform.test").info("the URI was %s", os.environ["MLFLOW_TRACKING_URI"])  # scrubbed too
 

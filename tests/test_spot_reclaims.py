@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from platform.search import SearchOptions, run_search
+from platform.search.presets import cpu_nafnet
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +129,7 @@ def test_trial_on_a_reclaimed_node_resumes_from_its_checkpoint_elsewhere(tmp_cwd
                                    args=(cluster, workers, storage, done, killed), daemon=True)
         watcher.start()
         out = run_search(SearchOptions("nafnet_fewshot", quick=True, max_trials=2, address=cluster.address,
-                                       storage=str(storage), overrides=TINY, promote=False))
+                                       storage=str(storage), overrides=cpu_nafnet(TINY), promote=False))
     finally:
         done.set()
         if ray.is_initialized():

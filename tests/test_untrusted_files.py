@@ -21,6 +21,7 @@ from platform.safeio import UnsafeFileError
 from platform.train.loop import CHECKPOINT_FILE, load_checkpoint_state, train_loop
 from platform.train.session import Session
 from test_inference_helpers import register, save_checkpoint, tiny_config, tiny_model
+from platform.search.presets import cpu_nafnet
 
 
 class _Payload:
@@ -71,10 +72,10 @@ def test_predict_refuses_a_crafted_checkpoint(tmp_path, capsys):
 def test_trainer_resume_refuses_a_crafted_checkpoint(tmp_path, one_thread):
     marker = tmp_path / "pwned"
     _crafted(tmp_path / "resume" / CHECKPOINT_FILE, marker)
-    config = load_spec("nafnet_fewshot", quick=True, overrides={
+    config = load_spec("nafnet_fewshot", quick=True, overrides=cpu_nafnet({
         "task": {"crop": 32, "crops_per_epoch": 4, "batch_size": 4, "val_max_side": 64},
         "model": {"options": {"width": 8}}, "loss": {"l1": 1.0, "lpips": 0.0, "laplacian": 0.0, "ssim": 0.0},
-        "optimizer": {"lr": 1.0e-3}, "train": {"epochs": 2, "image_every": 1}}).config
+        "optimizer": {"lr": 1.0e-3}, "train": {"epochs": 2, "image_every": 1}})).config
     with pytest.raises(UnsafeFileError, match="refused"):
         train_loop(config, Session(tmp_path / "out", resume_from=tmp_path / "resume"))
     assert not marker.exists()
