@@ -200,7 +200,7 @@ class MLflowSearchCallback(Callback):
         # The URI is not saved either (a database URI may carry a password): it comes from the
         # environment again when the callback is unpickled.
         state = dict(self.__dict__)
-        state.update(client=None, writers={}, gauges=None, uri=None, _deferred=None)
+        state.update(client=None, writers={}, gauges=None, uri=None, _deferred=None, _staging=None)
         return state
 
     def __setstate__(self, state):
@@ -211,14 +211,14 @@ class MLflowSearchCallback(Callback):
             self.client = ScrubbingClient(self.uri)
 
     def get_state(self) -> dict:
-        # Tune calls this right after writing its experiment state: retire what that state dropped
-        # (and keep a copy of the last complete state for --resume).
+        # Tune calls this right after writing its experiment state to the driver's staging folder:
+        # keep a consistent copy of that state for --resume, and retire what the state on storage dropped.
+        if getattr(self, "_staging", None) and self.experiment_path and "://" not in self.experiment_path:
+            from platform.search import statefiles
+
+            statefiles.snapshot(self._staging, self.experiment_path)
         if getattr(self, "_deferred", None) is not None:
             self._deferred.flush()
-        elif self.experiment_path and "://" not in self.experiment_path:
-            from platform.search.retention import saved_latest_checkpoints
-
-            saved_latest_checkpoints(self.experiment_path)
         budget = self._budget()
         return {"run_ids": dict(self.run_ids), "stop_reasons": dict(self.stop_reasons), "best": dict(self.best),
                 "logged_steps": dict(self.logged_steps), "status": dict(self.status),
@@ -344,6 +344,7 @@ class MLflowSearchCallback(Callback):
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
         rid = self._run_id(trial)
+        self._staging = getattr(getattr(trial, "storage", None), "experiment_driver_staging_path", None)
         self.status[trial.trial_id] = "RUNNING"
         gpus, cpus = trial_resources(trial)
         self.client.log_batch(rid, tags=[mlflow.entities.RunTag("resources.gpu", f"{gpus:g}"),

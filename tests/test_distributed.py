@@ -645,7 +645,6 @@ def _tracking_env(tmp_path: Path) -> tuple[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="failed in the merged suite after the quick profile changed; cause not found before the stop (see the closing note)", strict=False)
 def test_ray_job_submit_runs_a_search(token_head, tmp_path):
     """`ray job submit -- python -m platform.search ...` against a token-auth head (the Jobs API that
     the CLI calls): the job succeeds, its log has the trials table and the registry outcome, and
@@ -671,7 +670,7 @@ def test_ray_job_submit_runs_a_search(token_head, tmp_path):
                             {"env_vars": env_vars})
     assert status == JobStatus.SUCCEEDED, logs[-5000:]
     assert "trials of job_tiny:" in logs and "completed" in logs, logs[-5000:]
-    assert "version 1 of `job_tiny` is now `champion`" in logs, logs[-5000:]
+    assert re.search(r"version 1 of `job_tiny` \(val_psnr [\d.]+ dB\) is now `champion`", logs), logs[-5000:]
     # The job wrote to the tracking store and the storage it was given, on this machine.
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     assert str(client.get_model_version_by_alias("job_tiny", "champion").version) == "1"
@@ -679,7 +678,6 @@ def test_ray_job_submit_runs_a_search(token_head, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="failed in the merged suite after the quick profile changed; cause not found before the stop (see the closing note)", strict=False)
 def test_ray_job_submit_with_working_dir_runs_a_search(token_head, tmp_path):
     """The README's `ray job submit --working-dir . -- python -m platform.search ...`."""
     from ray.job_submission import JobStatus
@@ -691,12 +689,11 @@ def test_ray_job_submit_with_working_dir_runs_a_search(token_head, tmp_path):
                             {"working_dir": str(REPO), "excludes": [".git", ".venv", "mlruns", ".cache"],
                              "env_vars": env_vars})
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
-    assert "version 1 of `job_wd_tiny` is now `champion`" in logs, logs[-5000:]
+    assert re.search(r"version 1 of `job_wd_tiny` \(val_psnr [\d.]+ dB\) is now `champion`", logs), logs[-5000:]
 
 
 # --------------------------------------------------------------------------- 6. NaN in a DDP trial
 @pytest.mark.slow
-@pytest.mark.xfail(reason="failed in the merged suite after the quick profile changed; cause not found before the stop (see the closing note)", strict=False)
 def test_nan_loss_in_a_ddp_run_ends_it_at_once_without_a_restart(local_ray, tmp_path):
     """Ray Train restarts a worker group after any worker error (FailureConfig); a NaN loss would
     come back the same way. The workers end the run instead and hand the error to the trial:
@@ -708,7 +705,9 @@ def test_nan_loss_in_a_ddp_run_ends_it_at_once_without_a_restart(local_ray, tmp_
     from platform.train.loop import NonFiniteLossError
     from trainables.fewshot import train_loop_per_worker
 
-    config = _trial_config(optimizer={"lr": 1.0e6}, train={"epochs": 3, "max_failures": 2})
+    # 64 crops: 8 steps per worker in epoch 1, enough for lr 1e6 to blow up from the identity start.
+    config = _trial_config(optimizer={"lr": 1.0e6}, task={"crops_per_epoch": 64},
+                           train={"epochs": 3, "max_failures": 2})
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1}),

@@ -127,6 +127,9 @@ def test_search_killed_at_any_moment_resumes_every_trial_once(tmp_cwd, point):
     _run_until(storage, tmp_cwd, point)
     saved = _saved(storage)
     finished_before = {t for t, status in saved.items() if status == "TERMINATED"}
+    if finished_before:  # a consistent copy of Tune's state was kept for a repair (tests/test_statefiles.py)
+        good = {p.name.split("-")[0] for p in storage.glob("*/.state.good/*")}
+        assert {"experiment_state", "searcher", "search_gen_state"} <= good, good
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name("search_kills")
     runs_before = {r.data.tags.get("trial_id"): r.info.run_id for r in client.search_runs([exp.experiment_id])}

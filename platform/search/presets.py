@@ -58,6 +58,7 @@ CPU_NAFNET: dict = {
     "optimizer": {"lr": {"loguniform": [1.0e-4, 2.0e-3]}, "betas": [0.9, 0.9], "weight_decay": 1.0e-4},
     "schedule": {"warmup_epochs": 2},
     "train": {"epochs": 6, "image_every": 3},
+    "resources": {"gpus_per_worker": 0, "cpus_per_worker": 1},
     "search": {"num_trials": 4, "max_concurrent": 2, "points_to_evaluate": [], "timebox": {"seconds": None},
                "scheduler": {"grace_period": 2, "reduction_factor": 2, "max_t": 6}, "searcher": {"n_startup_trials": 2}},
 }

@@ -76,9 +76,9 @@ def child_runs(client, experiment_id: str, parent_id: str) -> list:
 def saved_trial_ids(experiment_path: str) -> set[str] | None:
     """Trial ids in Tune's newest experiment state file (None if unreadable)."""
     if "://" not in experiment_path:
-        from platform.search.retention import repair_experiment_state
+        from platform.search import statefiles
 
-        repair_experiment_state(experiment_path)
+        statefiles.repair(experiment_path)
     files = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda p: p.name)
     if not files:
         return set() if Path(experiment_path).is_dir() else None  # Tune starts every trial afresh
@@ -124,9 +124,9 @@ def restore_tuner(path: str, trainable, *, callbacks: list, stopper, search_alg,
     from platform.search.failures import failure_config
 
     if "://" not in path:
-        from platform.search.retention import repair_experiment_state
+        from platform.search import statefiles
 
-        repair_experiment_state(path)
+        statefiles.repair(path)
     tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     internal = getattr(tuner, "_local_tuner", None)

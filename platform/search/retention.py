@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -111,14 +110,10 @@ def protected_checkpoints(client, model_name: str | None = None) -> set[str]:
 
 
 # --------------------------------------------------------------------------- deletions Tune agrees with
-GOOD_STATE = ".experiment_state.good.json"  # the last saved experiment state that parsed
-
-
 def saved_latest_checkpoints(experiment_path: str | Path) -> dict[str, int] | None:
     """{trial_id: index of its latest checkpoint} in Tune's newest saved experiment state (the
     file ``--resume`` restores from); {} before the first save, None while it is unreadable
-    (being written). A state that parses is also kept as :data:`GOOD_STATE`, which
-    :func:`repair_experiment_state` puts back if the driver dies while Tune rewrites its file."""
+    (being written)."""
     files = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda p: p.name)
     if not files:
         return {}
@@ -127,7 +122,6 @@ def saved_latest_checkpoints(experiment_path: str | Path) -> dict[str, int] | No
         refs = latest_checkpoints(json.loads(text))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    _write_atomic(Path(experiment_path) / GOOD_STATE, f"{files[-1].name}\n{text}")
     return refs
 
 
@@ -141,39 +135,6 @@ def latest_checkpoints(state: dict) -> dict[str, int]:
         if m:
             out[str(trial["trial_id"])] = int(m.group(1))
     return out
-
-
-def repair_experiment_state(experiment_path: str | Path) -> bool:
-    """Before ``--resume``: if Tune's newest state file is truncated (the driver was killed while
-    Tune rewrote it, which Tune does in place), put back the last one that parsed; without one,
-    remove the damaged file so that Tune starts the trials afresh. Returns whether it repaired."""
-    files = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda p: p.name)
-    if not files:
-        return False
-    try:
-        json.loads(files[-1].read_text())
-        return False
-    except (OSError, ValueError):
-        pass
-    good = Path(experiment_path) / GOOD_STATE
-    if good.is_file():
-        name, _, text = good.read_text().partition("\n")
-        for f in files:
-            f.unlink()
-        _write_atomic(Path(experiment_path) / name, text)
-        log.warning("Tune's experiment state %s was truncated when the search was killed; restored the last "
-                    "complete one (%s)", files[-1].name, name)
-    else:
-        files[-1].unlink()
-        log.warning("Tune's experiment state %s was truncated before any complete save; the trials start afresh",
-                    files[-1].name)
-    return True
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class DeferredDeletions:
