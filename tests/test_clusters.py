@@ -83,7 +83,7 @@ def env_exports(config: dict) -> dict[str, str]:
     assert words[:2] == ["printf", "%s\\n"], words[:2]
     out = {}
     for line in words[2:]:
-        m = re.fullmatch(r"export (\w+)=(.*)", line)
+        m = re.fullmatch(r'(?:\[ -n "\$\{RAY_HEAD_IP:-\}" \] \|\| )?export (\w+)=(.*)', line)
         assert m, f"not an export line: {line!r}"
         out[m.group(1)] = m.group(2)
     return out
@@ -302,23 +302,101 @@ def test_documented_security_group_opens_only_ssh_to_one_cidr():
     assert len(self_rule) == 1
 
 
-def test_documented_iam_policies_are_valid_json_and_limit_s3_to_the_bucket(aws):
+IAM = REPO / "clusters" / "iam"
+
+
+def _policy(name: str, bucket: str) -> dict:
+    return json.loads((IAM / name).read_text().replace("your-hpo-bucket", bucket).replace("ACCOUNT_ID", "123456789012"))
+
+
+def test_iam_policies_are_the_files_the_readme_installs_and_name_only_the_bucket(aws):
     bucket = env_exports(aws)["PLATFORM_S3_BUCKET"]
-    blocks = re.findall(r"```json\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 3  # trust policy, S3 policy, autoscaler policy
-    s3_statements = 0
-    for block in blocks:
-        doc = json.loads(block)
+    text = README.read_text()
+    for name in ("trust.json", "s3-head.json", "s3-worker.json", "autoscaler.json"):
+        assert f"/tmp/{name}" in text, name  # installed by the README's commands
+        doc = _policy(name, bucket)
         assert doc["Version"] == "2012-10-17"
         for st in doc["Statement"]:
             actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            resources = st.get("Resource", [])
+            resources = resources if isinstance(resources, list) else [resources]
             if any(a.startswith("s3:") for a in actions):
-                s3_statements += 1
-                resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-                assert all(r in (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*") for r in resources), resources
+                assert all(r == f"arn:aws:s3:::{bucket}" or r.startswith(f"arn:aws:s3:::{bucket}/") for r in resources)
+                assert not any(r == f"arn:aws:s3:::{bucket}/*" for r in resources), "a prefix, never the whole bucket"
             if "iam:PassRole" in actions:
                 assert st["Resource"].endswith(":role/ray-hpo-worker")
-    assert s3_statements == 2
+
+
+@pytest.fixture
+def enforcing_s3():
+    """A moto S3 + IAM endpoint on 127.0.0.1 that enforces IAM policies once set up."""
+    import boto3
+    from moto import settings
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    root = {"endpoint_url": url, "region_name": "us-west-2", "aws_access_key_id": "AKIAROOTSETUP",
+            "aws_secret_access_key": "setup"}
+    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT
+    try:
+        yield url, boto3.client("s3", **root), boto3.client("iam", **root), settings
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = saved
+        server.stop()
+
+
+def test_iam_roles_allow_each_node_only_its_own_prefixes(aws, enforcing_s3):
+    """The policy files, attached to principals of an S3 endpoint that enforces IAM: the
+    workers' role cannot write MLflow's artifacts or the pretrained store, nor touch another
+    bucket; the head's role can do what the head does and nothing outside the bucket."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    url, s3, iam, settings = enforcing_s3
+    bucket = env_exports(aws)["PLATFORM_S3_BUCKET"]
+    for b in (bucket, "someone-elses-bucket"):
+        s3.create_bucket(Bucket=b, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        for key in ("ray-results/s/trial/ckpt", "mlflow-artifacts/1/model/MLmodel", "pretrained/w.pt", "other/x"):
+            s3.put_object(Bucket=b, Key=key, Body=b"x")
+    clients = {}
+    for role, policy in (("worker", "s3-worker.json"), ("head", "s3-head.json")):
+        iam.create_user(UserName=role)
+        iam.put_user_policy(UserName=role, PolicyName="s3", PolicyDocument=json.dumps(_policy(policy, bucket)))
+        key = iam.create_access_key(UserName=role)["AccessKey"]
+        clients[role] = boto3.client("s3", endpoint_url=url, region_name="us-west-2",
+                                     aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from now on every request is checked against its policy
+
+    def allowed(role: str, op: str, key: str, b: str = bucket) -> bool:
+        c = clients[role]
+        call = {"get": lambda: c.get_object(Bucket=b, Key=key), "put": lambda: c.put_object(Bucket=b, Key=key, Body=b"y"),
+                "delete": lambda: c.delete_object(Bucket=b, Key=key)}[op]
+        try:
+            call()
+            return True
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "AccessDenied", e
+            return False
+
+    expect = {  # (role, operation, key): allowed
+        ("worker", "put", "ray-results/s/trial/ckpt2"): True, ("worker", "get", "ray-results/s/trial/ckpt"): True,
+        ("worker", "delete", "ray-results/s/trial/ckpt2"): True,
+        ("worker", "get", "mlflow-artifacts/1/model/MLmodel"): True, ("worker", "get", "pretrained/w.pt"): True,
+        ("worker", "put", "mlflow-artifacts/1/model/MLmodel"): False,
+        ("worker", "delete", "mlflow-artifacts/1/model/MLmodel"): False,
+        ("worker", "put", "pretrained/w.pt"): False, ("worker", "delete", "pretrained/w.pt"): False,
+        ("worker", "get", "other/x"): False, ("worker", "put", "other/y"): False,
+        ("head", "put", "mlflow-artifacts/2/model/MLmodel"): True, ("head", "delete", "ray-results/s/trial/ckpt"): True,
+        ("head", "put", "pretrained/v.pt"): True, ("head", "get", "other/x"): False,
+    }
+    got = {k: allowed(*k) for k in expect}
+    assert got == expect, {k: v for k, v in got.items() if v != expect[k]}
+    for role in ("worker", "head"):  # another bucket: nothing
+        assert not allowed(role, "get", "ray-results/s/trial/ckpt", "someone-elses-bucket")
+        assert not allowed(role, "put", "ray-results/s/trial/x", "someone-elses-bucket")
 
 
 # --------------------------------------------------------------------------- secrets, auth
@@ -406,8 +484,10 @@ def test_node_environment_points_at_s3_and_the_heads_mlflow(aws, tmp_path):
     assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket), "not a valid S3 bucket name"
     assert on_head["PLATFORM_STORAGE_PATH"] == f"s3://{bucket}/ray-results"
     assert on_head["PLATFORM_MLFLOW_ARTIFACTS"] == f"s3://{bucket}/mlflow-artifacts"
+    assert on_head["PLATFORM_PRETRAINED_STORE"] == on_worker["PLATFORM_PRETRAINED_STORE"] == f"s3://{bucket}/pretrained"
+    # The driver on the head reaches MLflow on localhost; trials on workers have no MLflow at all.
     assert on_head["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
-    assert on_worker["MLFLOW_TRACKING_URI"] == "http://10.0.3.17:5000"
+    assert "MLFLOW_TRACKING_URI" not in on_worker
     home = str(tmp_path / "home")
     assert on_head["PYTHONPATH"] == f"{home}/project"
     assert on_head["PATH"].split(":")[0] == f"{home}/project/.venv/bin"
@@ -420,6 +500,7 @@ def test_node_environment_points_at_s3_and_the_heads_mlflow(aws, tmp_path):
     assert opts["--artifacts-destination"] == "$PLATFORM_MLFLOW_ARTIFACTS"
     assert opts["--backend-store-uri"] == "sqlite:///$HOME/mlflow/mlflow.db"
     assert opts["--port"] == "5000"
+    assert opts["--host"] == "127.0.0.1"  # reached through SSH (`ray attach -p 5000`), never on the network
     # The head is stopped, not terminated, by `ray down`: the SQLite store survives.
     assert aws["provider"]["cache_stopped_nodes"] is True
 
