@@ -58,9 +58,10 @@ def _trial_config(**extra) -> dict:
     return spec.config
 
 
-@pytest.fixture
-def local_ray(tmp_path):
-    """A private local Ray with the repository as working_dir (as the search driver starts it)."""
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray with the repository as working_dir (as the search driver starts it),
+    shared by the tests at the end of this module (the ones before it start their own clusters)."""
     import ray
 
     from platform.search.driver import init_ray
@@ -73,307 +74,6 @@ def local_ray(tmp_path):
         yield ray
     finally:
         ray.shutdown()
-
-
-# --------------------------------------------------------------------------- 1. DDP correctness
-def _instrumented_worker(config: dict) -> None:
-    """``trainables.fewshot.train_loop_per_worker`` with a record of what this rank did.
-
-    Test-only instrumentation around the real trainer: which dataset indices the rank drew,
-    which checkpoints it wrote and what it handed to ``ray.train.report``. Self-contained
-    (imports inside) because Ray pickles it by value to the workers.
-    """
-    import json as _json
-    from pathlib import Path as _Path
-
-    import ray.train
-
-    import platform.train.loop as loop
-    from platform.data import paired
-    from trainables.fewshot import train_loop_per_worker
-
-    rank = ray.train.get_context().get_world_rank()
-    record = {"rank": rank, "pid": os.getpid(), "items": [], "saves": [], "reports": []}
-    orig_item, orig_save, orig_report = paired.CropDataset.__getitem__, loop._save_checkpoint, ray.train.report
-
-    def item(self, index):
-        x, y = orig_item(self, index)
-        record["items"].append([self.epoch, int(index), float(x.double().sum()), float(y.double().sum())])
-        return x, y
-
-    def save(folder, model, optimizer, scheduler, epoch, *args, **kwargs):
-        record["saves"].append(epoch)
-        return orig_save(folder, model, optimizer, scheduler, epoch, *args, **kwargs)
-
-    def report(metrics, checkpoint=None, **kwargs):
-        record["reports"].append({"epoch": metrics["epoch"], "train_loss": metrics["train_loss"],
-                                  "val_psnr": metrics["val_psnr"], "checkpoint": checkpoint is not None})
-        return orig_report(metrics, checkpoint=checkpoint, **kwargs)
-
-    paired.CropDataset.__getitem__, loop._save_checkpoint, ray.train.report = item, save, report
-    try:
-        train_loop_per_worker(config)
-    finally:
-        paired.CropDataset.__getitem__, loop._save_checkpoint, ray.train.report = orig_item, orig_save, orig_report
-        out = _Path(config["_test_record_dir"]) / f"rank{rank}.json"
-        out.write_text(_json.dumps(record))
-
-
-def _fit_torch_trainer(config: dict, workers: int, storage: Path, name: str):
-    import ray.cloudpickle
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        trainer = TorchTrainer(
-            _instrumented_worker, train_loop_config=config,
-            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False,
-                                                   resources_per_worker={"CPU": 1}),
-            run_config=ray.train.RunConfig(name=name, storage_path=str(storage)))
-        return trainer.fit()
-    finally:
-        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-
-
-@pytest.mark.slow
-def test_ddp_two_workers_match_one_worker_with_double_batch(local_ray, tmp_path):
-    """2 gloo workers x batch b == 1 worker x batch 2b: same shards, same weights, reduced metrics."""
-    from platform.train.loop import build_model, load_checkpoint_state
-
-    b = 2
-    runs = {}
-    for workers, batch in ((2, b), (1, 2 * b)):
-        rec = tmp_path / f"records{workers}"
-        rec.mkdir()
-        config = {**_trial_config(task={"batch_size": batch}), "_test_record_dir": str(rec)}
-        result = _fit_torch_trainer(config, workers, tmp_path / "storage", f"ddp{workers}")
-        assert result.error is None, result.error
-        records = [json.loads((rec / f"rank{r}.json").read_text()) for r in range(workers)]
-        runs[workers] = (result, records)
-
-    (res2, rec2), (res1, rec1) = runs[2], runs[1]
-    steps = 16 // (2 * b)  # crops_per_epoch / global batch
-    # Sharding: DistributedSampler(shuffle=False) gives rank r the indices r, r+2, ...; per step the
-    # two ranks' batches together are exactly the single worker's batch.
-    for epoch in range(2):
-        one = [i for e, i, *_ in rec1[0]["items"] if e == epoch]
-        assert one == list(range(16))
-        shards = [[i for e, i, *_ in r["items"] if e == epoch] for r in rec2]
-        assert shards[0] == list(range(0, 16, 2)) and shards[1] == list(range(1, 16, 2))
-        assert not set(shards[0]) & set(shards[1])
-        for step in range(steps):
-            union = set(shards[0][step * b:(step + 1) * b]) | set(shards[1][step * b:(step + 1) * b])
-            assert union == set(one[step * 2 * b:(step + 1) * 2 * b])
-    assert rec2[0]["pid"] != rec2[1]["pid"]
-    # A crop (position and augmentation) is a pure function of (seed, epoch, index): the crop a
-    # rank drew at an index is the very crop the single worker drew there.
-    single = {(e, i): (xs, ys) for e, i, xs, ys in rec1[0]["items"]}
-    both = {(e, i): (xs, ys) for r in rec2 for e, i, xs, ys in r["items"]}
-    assert both == single and len(set(single.values())) == len(single)
-
-    # Only rank 0 writes and hands over checkpoints; every rank reports every epoch.
-    assert rec2[0]["saves"] == [1, 2] and rec2[1]["saves"] == []
-    assert [r["checkpoint"] for r in rec2[0]["reports"]] == [True, True]
-    assert [r["checkpoint"] for r in rec2[1]["reports"]] == [False, False]
-    # Metrics are reduced across workers before reporting: both ranks report the same values,
-    # which are those of the single worker that saw the whole batch (and both held-out frames).
-    for r0, r1, single in zip(rec2[0]["reports"], rec2[1]["reports"], rec1[0]["reports"]):
-        assert r0["epoch"] == r1["epoch"] == single["epoch"]
-        assert r0["train_loss"] == r1["train_loss"] and r0["val_psnr"] == r1["val_psnr"]
-        assert r0["train_loss"] == pytest.approx(single["train_loss"], rel=1e-5)
-        assert r0["val_psnr"] == pytest.approx(single["val_psnr"], abs=1e-4)
-    assert res2.metrics["train_loss"] == pytest.approx(res1.metrics["train_loss"], rel=1e-5)
-    assert list(os.listdir(res2.checkpoint.path)) and \
-        sorted(os.listdir(res2.checkpoint.path)) == sorted(os.listdir(res1.checkpoint.path))
-
-    # Same weights after the same steps from the same seed.
-    s2, s1 = load_checkpoint_state(res2.checkpoint.path), load_checkpoint_state(res1.checkpoint.path)
-    assert s2["epoch"] == s1["epoch"] == 2
-    assert s2["model"].keys() == s1["model"].keys()
-    torch.manual_seed(0)
-    init = build_model(s1["config"]).state_dict()
-    max_diff = max_update = 0.0
-    for k, w1 in s1["model"].items():
-        w2 = s2["model"][k]
-        assert w2.shape == w1.shape and not k.startswith("module."), k
-        if w1.is_floating_point():
-            max_diff = max(max_diff, float((w2 - w1).abs().max()))
-            max_update = max(max_update, float((w1 - init[k]).abs().max()))
-    assert max_update > 1e-3, "training did not move the weights; the comparison would be vacuous"
-    assert max_diff < 1e-5 * max(1.0, max(float(w.abs().max()) for w in s1["model"].values()
-                                          if w.is_floating_point())), (max_diff, max_update)
-
-
-# --------------------------------------------------------------------------- 2. a killed Train worker
-def _resumable_worker(config: dict) -> None:
-    """``trainables.fewshot.train_loop_per_worker`` recording each attempt (pid, epochs, log lines).
-
-    On the first attempt, once epoch 1 is reported (with its checkpoint), the worker writes its
-    pid to ``killme`` and waits to be killed by the test: the kill always lands between the
-    first and the second report. Self-contained: Ray pickles it by value to the workers.
-    """
-    import json as _json
-    import logging as _logging
-    import time as _time
-    from pathlib import Path as _Path
-
-    import ray.train
-
-    import platform.train.loop as loop
-    from platform.data import paired
-    from trainables.fewshot import train_loop_per_worker
-
-    folder = _Path(config["_test_record_dir"])
-    attempt = len(list(folder.glob("attempt*.json"))) + 1
-    out = folder / f"attempt{attempt}.json"
-    record = {"attempt": attempt, "pid": os.getpid(), "epochs_trained": [], "saves": [], "reports": [], "log": []}
-
-    def flush():
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(_json.dumps(record))
-        tmp.replace(out)
-
-    flush()
-
-    class Capture(_logging.Handler):
-        def emit(self, rec):
-            record["log"].append(rec.getMessage())
-
-    handler = Capture()
-    _logging.getLogger("platform.train.loop").addHandler(handler)
-    _logging.getLogger("platform.train.loop").setLevel(_logging.INFO)
-    orig_set_epoch, orig_save, orig_report = paired.CropDataset.set_epoch, loop._save_checkpoint, ray.train.report
-
-    def set_epoch(self, epoch):
-        record["epochs_trained"].append(epoch + 1)
-        return orig_set_epoch(self, epoch)
-
-    def save(folder_, model, optimizer, scheduler, epoch, *args, **kwargs):
-        record["saves"].append(epoch)
-        return orig_save(folder_, model, optimizer, scheduler, epoch, *args, **kwargs)
-
-    def report(metrics, checkpoint=None, **kwargs):
-        orig_report(metrics, checkpoint=checkpoint, **kwargs)
-        record["reports"].append({"epoch": metrics["epoch"], "train_loss": metrics["train_loss"],
-                                  "checkpoint": checkpoint is not None})
-        flush()
-        if attempt == 1 and metrics["epoch"] == 1:
-            (folder / "killme").write_text(str(os.getpid()))
-            deadline = _time.time() + 180
-            while _time.time() < deadline:
-                _time.sleep(0.5)
-            raise RuntimeError("the test did not kill this worker within 180 s")
-
-    paired.CropDataset.set_epoch, loop._save_checkpoint, ray.train.report = set_epoch, save, report
-    try:
-        train_loop_per_worker(config)
-    finally:
-        paired.CropDataset.set_epoch, loop._save_checkpoint, ray.train.report = orig_set_epoch, orig_save, orig_report
-        _logging.getLogger("platform.train.loop").removeHandler(handler)
-        flush()
-
-
-def _trial_with_resumable_workers(config: dict) -> None:
-    """The search's own trainable (``run_trial`` -> ``_run_torch_trainer``), its Train workers instrumented."""
-    import trainables.fewshot as fewshot
-
-    fewshot.train_loop_per_worker = _resumable_worker
-    fewshot.run_trial(config)
-
-
-@pytest.mark.slow
-def test_killed_train_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
-    """SIGKILL of the Train worker after epoch 1: Train restarts it from the epoch-1 checkpoint, the
-    trial finishes, Tune sees every epoch once and the weights equal those of an uninterrupted run."""
-    import ray.cloudpickle
-    from ray import tune
-
-    from platform.train.loop import load_checkpoint_state, train_loop
-    from platform.train.session import Session
-
-    rec = tmp_path / "records"
-    rec.mkdir()
-    storage = tmp_path / "storage"
-    base = _trial_config(resources={"workers": 1, "mode": "train"}, train={"epochs": 4, "max_failures": 2})
-    config = {**base, "_test_record_dir": str(rec),
-              "_run": {"storage_path": str(storage), "metric": "val_psnr", "mode": "max", "keep_checkpoints": 2}}
-
-    seen_file = tmp_path / "tune_epochs.txt"  # what Tune's driver received (the Tuner pickles callbacks)
-
-    class Seen(tune.Callback):
-        def __init__(self, path: str):
-            self.path = path
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            with open(self.path, "a") as f:
-                f.write(f"{int(result['epoch'])}\n")
-
-    def seen() -> list[int]:
-        return [int(x) for x in seen_file.read_text().split()] if seen_file.exists() else []
-
-    killed: list[int] = []
-    done = threading.Event()
-
-    def watcher():
-        # Tune gets epoch 1 only after Train registered its checkpoint; the worker, having written
-        # `killme`, is waiting to be killed (so the kill lands between the first and second report).
-        while not done.is_set():
-            if 1 in seen() and (rec / "killme").exists():
-                pid = int((rec / "killme").read_text())
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                return
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=watcher, daemon=True)
-    thread.start()
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        tuner = tune.Tuner(
-            tune.with_resources(_trial_with_resumable_workers, {"cpu": 1}),
-            param_space=config,
-            run_config=tune.RunConfig(name="killed", storage_path=str(storage), callbacks=[Seen(str(seen_file))],
-                                      verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
-        results = tuner.fit()
-    finally:
-        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-        done.set()
-    thread.join(timeout=10)
-
-    assert len(results) == 1
-    res = results[0]
-    assert res.error is None, res.error
-    assert len(killed) == 1, "the watcher never killed the worker"
-    # Tune saw every epoch exactly once: none lost, none repeated.
-    assert seen() == [1, 2, 3, 4]
-    assert list(res.metrics_dataframe["epoch"]) == [1, 2, 3, 4] and res.metrics["epoch"] == 4
-
-    attempts = sorted((json.loads(p.read_text()) for p in rec.glob("attempt*.json")), key=lambda a: a["attempt"])
-    assert [a["attempt"] for a in attempts] == [1, 2]
-    first, second = attempts
-    assert first["pid"] == killed[0] != second["pid"]
-    assert first["epochs_trained"] == [1] and first["saves"] == [1]
-    assert [r["epoch"] for r in first["reports"]] == [1] and first["reports"][0]["checkpoint"]
-    assert not any("resumed" in line for line in first["log"])
-    # The restarted worker continues after the checkpoint epoch and says so.
-    assert "resumed from checkpoint at epoch 1" in second["log"], second["log"]
-    assert second["epochs_trained"] == [2, 3, 4] and second["saves"] == [2, 3, 4]
-    assert [r["epoch"] for r in second["reports"]] == [2, 3, 4]
-    assert all(r["checkpoint"] for r in second["reports"])
-
-    # Resuming restored model, optimiser, schedule and RNG: an uninterrupted run of the same
-    # trial in a plain process ends with the same weights and the same per-epoch losses.
-    final = load_checkpoint_state(res.metrics["checkpoint_path"])
-    assert final["epoch"] == 4
-    plain = Session(tmp_path / "plain")
-    train_loop(base, plain)
-    reference = load_checkpoint_state(plain.checkpoints[-1])
-    losses = [r["train_loss"] for a in attempts for r in a["reports"]]
-    assert losses == pytest.approx([r["train_loss"] for r in plain.reports], rel=1e-5)
-    assert final["model"].keys() == reference["model"].keys()
-    for k, w in reference["model"].items():
-        torch.testing.assert_close(final["model"][k], w, rtol=1e-5, atol=1e-6, msg=k)
 
 
 # --------------------------------------------------------------------------- 3. shared storage check
@@ -737,3 +437,304 @@ def test_nan_loss_in_a_ddp_run_ends_it_at_once_without_a_restart(local_ray, tmp_
         mp.setattr("ray.tune.integration.ray_train.TuneReportCallback", lambda: ray.train.UserCallback())
         with pytest.raises(NonFiniteLossError, match="at epoch 1"):
             fewshot._run_torch_trainer(config, {"workers": 2}, {})
+
+
+# --------------------------------------------------------------------------- 1. DDP correctness
+def _instrumented_worker(config: dict) -> None:
+    """``trainables.fewshot.train_loop_per_worker`` with a record of what this rank did.
+
+    Test-only instrumentation around the real trainer: which dataset indices the rank drew,
+    which checkpoints it wrote and what it handed to ``ray.train.report``. Self-contained
+    (imports inside) because Ray pickles it by value to the workers.
+    """
+    import json as _json
+    from pathlib import Path as _Path
+
+    import ray.train
+
+    import platform.train.loop as loop
+    from platform.data import paired
+    from trainables.fewshot import train_loop_per_worker
+
+    rank = ray.train.get_context().get_world_rank()
+    record = {"rank": rank, "pid": os.getpid(), "items": [], "saves": [], "reports": []}
+    orig_item, orig_save, orig_report = paired.CropDataset.__getitem__, loop._save_checkpoint, ray.train.report
+
+    def item(self, index):
+        x, y = orig_item(self, index)
+        record["items"].append([self.epoch, int(index), float(x.double().sum()), float(y.double().sum())])
+        return x, y
+
+    def save(folder, model, optimizer, scheduler, epoch, *args, **kwargs):
+        record["saves"].append(epoch)
+        return orig_save(folder, model, optimizer, scheduler, epoch, *args, **kwargs)
+
+    def report(metrics, checkpoint=None, **kwargs):
+        record["reports"].append({"epoch": metrics["epoch"], "train_loss": metrics["train_loss"],
+                                  "val_psnr": metrics["val_psnr"], "checkpoint": checkpoint is not None})
+        return orig_report(metrics, checkpoint=checkpoint, **kwargs)
+
+    paired.CropDataset.__getitem__, loop._save_checkpoint, ray.train.report = item, save, report
+    try:
+        train_loop_per_worker(config)
+    finally:
+        paired.CropDataset.__getitem__, loop._save_checkpoint, ray.train.report = orig_item, orig_save, orig_report
+        out = _Path(config["_test_record_dir"]) / f"rank{rank}.json"
+        out.write_text(_json.dumps(record))
+
+
+def _fit_torch_trainer(config: dict, workers: int, storage: Path, name: str):
+    import ray.cloudpickle
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        trainer = TorchTrainer(
+            _instrumented_worker, train_loop_config=config,
+            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False,
+                                                   resources_per_worker={"CPU": 1}),
+            run_config=ray.train.RunConfig(name=name, storage_path=str(storage)))
+        return trainer.fit()
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.mark.slow
+def test_ddp_two_workers_match_one_worker_with_double_batch(local_ray, tmp_path):
+    """2 gloo workers x batch b == 1 worker x batch 2b: same shards, same weights, reduced metrics."""
+    from platform.train.loop import build_model, load_checkpoint_state
+
+    b = 2
+    runs = {}
+    for workers, batch in ((2, b), (1, 2 * b)):
+        rec = tmp_path / f"records{workers}"
+        rec.mkdir()
+        config = {**_trial_config(task={"batch_size": batch}), "_test_record_dir": str(rec)}
+        result = _fit_torch_trainer(config, workers, tmp_path / "storage", f"ddp{workers}")
+        assert result.error is None, result.error
+        records = [json.loads((rec / f"rank{r}.json").read_text()) for r in range(workers)]
+        runs[workers] = (result, records)
+
+    (res2, rec2), (res1, rec1) = runs[2], runs[1]
+    steps = 16 // (2 * b)  # crops_per_epoch / global batch
+    # Sharding: DistributedSampler(shuffle=False) gives rank r the indices r, r+2, ...; per step the
+    # two ranks' batches together are exactly the single worker's batch.
+    for epoch in range(2):
+        one = [i for e, i, *_ in rec1[0]["items"] if e == epoch]
+        assert one == list(range(16))
+        shards = [[i for e, i, *_ in r["items"] if e == epoch] for r in rec2]
+        assert shards[0] == list(range(0, 16, 2)) and shards[1] == list(range(1, 16, 2))
+        assert not set(shards[0]) & set(shards[1])
+        for step in range(steps):
+            union = set(shards[0][step * b:(step + 1) * b]) | set(shards[1][step * b:(step + 1) * b])
+            assert union == set(one[step * 2 * b:(step + 1) * 2 * b])
+    assert rec2[0]["pid"] != rec2[1]["pid"]
+    # A crop (position and augmentation) is a pure function of (seed, epoch, index): the crop a
+    # rank drew at an index is the very crop the single worker drew there.
+    single = {(e, i): (xs, ys) for e, i, xs, ys in rec1[0]["items"]}
+    both = {(e, i): (xs, ys) for r in rec2 for e, i, xs, ys in r["items"]}
+    assert both == single and len(set(single.values())) == len(single)
+
+    # Only rank 0 writes and hands over checkpoints; every rank reports every epoch.
+    assert rec2[0]["saves"] == [1, 2] and rec2[1]["saves"] == []
+    assert [r["checkpoint"] for r in rec2[0]["reports"]] == [True, True]
+    assert [r["checkpoint"] for r in rec2[1]["reports"]] == [False, False]
+    # Metrics are reduced across workers before reporting: both ranks report the same values,
+    # which are those of the single worker that saw the whole batch (and both held-out frames).
+    for r0, r1, single in zip(rec2[0]["reports"], rec2[1]["reports"], rec1[0]["reports"]):
+        assert r0["epoch"] == r1["epoch"] == single["epoch"]
+        assert r0["train_loss"] == r1["train_loss"] and r0["val_psnr"] == r1["val_psnr"]
+        assert r0["train_loss"] == pytest.approx(single["train_loss"], rel=1e-5)
+        assert r0["val_psnr"] == pytest.approx(single["val_psnr"], abs=1e-4)
+    assert res2.metrics["train_loss"] == pytest.approx(res1.metrics["train_loss"], rel=1e-5)
+    assert list(os.listdir(res2.checkpoint.path)) and \
+        sorted(os.listdir(res2.checkpoint.path)) == sorted(os.listdir(res1.checkpoint.path))
+
+    # Same weights after the same steps from the same seed.
+    s2, s1 = load_checkpoint_state(res2.checkpoint.path), load_checkpoint_state(res1.checkpoint.path)
+    assert s2["epoch"] == s1["epoch"] == 2
+    assert s2["model"].keys() == s1["model"].keys()
+    torch.manual_seed(0)
+    init = build_model(s1["config"]).state_dict()
+    max_diff = max_update = 0.0
+    for k, w1 in s1["model"].items():
+        w2 = s2["model"][k]
+        assert w2.shape == w1.shape and not k.startswith("module."), k
+        if w1.is_floating_point():
+            max_diff = max(max_diff, float((w2 - w1).abs().max()))
+            max_update = max(max_update, float((w1 - init[k]).abs().max()))
+    assert max_update > 1e-3, "training did not move the weights; the comparison would be vacuous"
+    assert max_diff < 1e-5 * max(1.0, max(float(w.abs().max()) for w in s1["model"].values()
+                                          if w.is_floating_point())), (max_diff, max_update)
+
+
+# --------------------------------------------------------------------------- 2. a killed Train worker
+def _resumable_worker(config: dict) -> None:
+    """``trainables.fewshot.train_loop_per_worker`` recording each attempt (pid, epochs, log lines).
+
+    On the first attempt, once epoch 1 is reported (with its checkpoint), the worker writes its
+    pid to ``killme`` and waits to be killed by the test: the kill always lands between the
+    first and the second report. Self-contained: Ray pickles it by value to the workers.
+    """
+    import json as _json
+    import logging as _logging
+    import time as _time
+    from pathlib import Path as _Path
+
+    import ray.train
+
+    import platform.train.loop as loop
+    from platform.data import paired
+    from trainables.fewshot import train_loop_per_worker
+
+    folder = _Path(config["_test_record_dir"])
+    attempt = len(list(folder.glob("attempt*.json"))) + 1
+    out = folder / f"attempt{attempt}.json"
+    record = {"attempt": attempt, "pid": os.getpid(), "epochs_trained": [], "saves": [], "reports": [], "log": []}
+
+    def flush():
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(_json.dumps(record))
+        tmp.replace(out)
+
+    flush()
+
+    class Capture(_logging.Handler):
+        def emit(self, rec):
+            record["log"].append(rec.getMessage())
+
+    handler = Capture()
+    _logging.getLogger("platform.train.loop").addHandler(handler)
+    _logging.getLogger("platform.train.loop").setLevel(_logging.INFO)
+    orig_set_epoch, orig_save, orig_report = paired.CropDataset.set_epoch, loop._save_checkpoint, ray.train.report
+
+    def set_epoch(self, epoch):
+        record["epochs_trained"].append(epoch + 1)
+        return orig_set_epoch(self, epoch)
+
+    def save(folder_, model, optimizer, scheduler, epoch, *args, **kwargs):
+        record["saves"].append(epoch)
+        return orig_save(folder_, model, optimizer, scheduler, epoch, *args, **kwargs)
+
+    def report(metrics, checkpoint=None, **kwargs):
+        orig_report(metrics, checkpoint=checkpoint, **kwargs)
+        record["reports"].append({"epoch": metrics["epoch"], "train_loss": metrics["train_loss"],
+                                  "checkpoint": checkpoint is not None})
+        flush()
+        if attempt == 1 and metrics["epoch"] == 1:
+            (folder / "killme").write_text(str(os.getpid()))
+            deadline = _time.time() + 180
+            while _time.time() < deadline:
+                _time.sleep(0.5)
+            raise RuntimeError("the test did not kill this worker within 180 s")
+
+    paired.CropDataset.set_epoch, loop._save_checkpoint, ray.train.report = set_epoch, save, report
+    try:
+        train_loop_per_worker(config)
+    finally:
+        paired.CropDataset.set_epoch, loop._save_checkpoint, ray.train.report = orig_set_epoch, orig_save, orig_report
+        _logging.getLogger("platform.train.loop").removeHandler(handler)
+        flush()
+
+
+def _trial_with_resumable_workers(config: dict) -> None:
+    """The search's own trainable (``run_trial`` -> ``_run_torch_trainer``), its Train workers instrumented."""
+    import trainables.fewshot as fewshot
+
+    fewshot.train_loop_per_worker = _resumable_worker
+    fewshot.run_trial(config)
+
+
+@pytest.mark.slow
+def test_killed_train_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
+    """SIGKILL of the Train worker after epoch 1: Train restarts it from the epoch-1 checkpoint, the
+    trial finishes, Tune sees every epoch once and the weights equal those of an uninterrupted run."""
+    import ray.cloudpickle
+    from ray import tune
+
+    from platform.train.loop import load_checkpoint_state, train_loop
+    from platform.train.session import Session
+
+    rec = tmp_path / "records"
+    rec.mkdir()
+    storage = tmp_path / "storage"
+    base = _trial_config(resources={"workers": 1, "mode": "train"}, train={"epochs": 4, "max_failures": 2})
+    config = {**base, "_test_record_dir": str(rec),
+              "_run": {"storage_path": str(storage), "metric": "val_psnr", "mode": "max", "keep_checkpoints": 2}}
+
+    seen_file = tmp_path / "tune_epochs.txt"  # what Tune's driver received (the Tuner pickles callbacks)
+
+    class Seen(tune.Callback):
+        def __init__(self, path: str):
+            self.path = path
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            with open(self.path, "a") as f:
+                f.write(f"{int(result['epoch'])}\n")
+
+    def seen() -> list[int]:
+        return [int(x) for x in seen_file.read_text().split()] if seen_file.exists() else []
+
+    killed: list[int] = []
+    done = threading.Event()
+
+    def watcher():
+        # Tune gets epoch 1 only after Train registered its checkpoint; the worker, having written
+        # `killme`, is waiting to be killed (so the kill lands between the first and second report).
+        while not done.is_set():
+            if 1 in seen() and (rec / "killme").exists():
+                pid = int((rec / "killme").read_text())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watcher, daemon=True)
+    thread.start()
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(_trial_with_resumable_workers, {"cpu": 1}),
+            param_space=config,
+            run_config=tune.RunConfig(name="killed", storage_path=str(storage), callbacks=[Seen(str(seen_file))],
+                                      verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
+        results = tuner.fit()
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        done.set()
+    thread.join(timeout=10)
+
+    assert len(results) == 1
+    res = results[0]
+    assert res.error is None, res.error
+    assert len(killed) == 1, "the watcher never killed the worker"
+    # Tune saw every epoch exactly once: none lost, none repeated.
+    assert seen() == [1, 2, 3, 4]
+    assert list(res.metrics_dataframe["epoch"]) == [1, 2, 3, 4] and res.metrics["epoch"] == 4
+
+    attempts = sorted((json.loads(p.read_text()) for p in rec.glob("attempt*.json")), key=lambda a: a["attempt"])
+    assert [a["attempt"] for a in attempts] == [1, 2]
+    first, second = attempts
+    assert first["pid"] == killed[0] != second["pid"]
+    assert first["epochs_trained"] == [1] and first["saves"] == [1]
+    assert [r["epoch"] for r in first["reports"]] == [1] and first["reports"][0]["checkpoint"]
+    assert not any("resumed" in line for line in first["log"])
+    # The restarted worker continues after the checkpoint epoch and says so.
+    assert "resumed from checkpoint at epoch 1" in second["log"], second["log"]
+    assert second["epochs_trained"] == [2, 3, 4] and second["saves"] == [2, 3, 4]
+    assert [r["epoch"] for r in second["reports"]] == [2, 3, 4]
+    assert all(r["checkpoint"] for r in second["reports"])
+
+    # Resuming restored model, optimiser, schedule and RNG: an uninterrupted run of the same
+    # trial in a plain process ends with the same weights and the same per-epoch losses.
+    final = load_checkpoint_state(res.metrics["checkpoint_path"])
+    assert final["epoch"] == 4
+    plain = Session(tmp_path / "plain")
+    train_loop(base, plain)
+    reference = load_checkpoint_state(plain.checkpoints[-1])
+    losses = [r["train_loss"] for a in attempts for r in a["reports"]]
+    assert losses == pytest.approx([r["train_loss"] for r in plain.reports], rel=1e-5)
+    assert final["model"].keys() == reference["model"].keys()
+    for k, w in reference["model"].items():
+        torch.testing.assert_close(final["model"][k], w, rtol=1e-5, atol=1e-6, msg=k)

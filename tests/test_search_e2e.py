@@ -11,6 +11,14 @@ from platform.search.presets import cpu_nafnet
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray for the module's searches (each search would otherwise start and stop its own)."""
+    from tests.netutil import keep_local_ray
+
+    yield from keep_local_ray("nafnet_fewshot")
+
 TINY = {
     "task": {"crop": 48, "crops_per_epoch": 32, "batch_size": 4, "val_max_side": 192},
     "train": {"image_every": 2},
@@ -40,6 +48,8 @@ def test_search_tracks_registers_and_guards_the_champion(tmp_cwd):
     assert any(s.startswith("early-stopped") for s in stops), stops
     assert any(s == "completed" for s in stops), stops
     assert out.promotion.promoted and out.promotion.version == "1"
+    # One trial at a time: every trial ran in the first trial's worker process (search.reuse_actors).
+    assert len({r["result"].metrics["pid"] for r in out.rows}) == 1, [r["result"].metrics["pid"] for r in out.rows]
 
     client = MlflowClient()
     exp = client.get_experiment_by_name("nafnet_fewshot")
@@ -147,7 +157,7 @@ def test_quick_search_is_sized_to_its_budget_and_judged_against_the_floors(tmp_c
     floors on the parent run, and a registry decision that follows the floor rule."""
     from mlflow.tracking import MlflowClient
 
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, time_budget=120))
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, time_budget=60))
     plan = out.timebox
     assert plan and plan["trials"] == len(out.rows) and plan["step_s"] > 0
     for row in out.rows:

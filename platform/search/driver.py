@@ -216,6 +216,38 @@ def without_job_fields(runtime_env: dict, job_env: dict) -> dict:
     return out
 
 
+def local_num_cpus(opts: SearchOptions) -> int:
+    # On small machines give Ray more logical CPUs than cores, or Train worker groups time out.
+    return opts.num_cpus or max(8, os.cpu_count() or 1)
+
+
+def check_local_ray_fits(spec, opts: SearchOptions) -> None:
+    """Before the floors: a local Ray that this driver will start must be able to run a trial."""
+    import ray
+
+    if opts.address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return  # checked against the real cluster once connected
+    from platform.search.preflight import check_local_fits
+
+    check_local_fits(spec, local_num_cpus(opts), detected_gpus() if opts.num_gpus is None else opts.num_gpus)
+
+
+def detected_gpus() -> int:
+    """GPUs that ``ray.init`` will find on this machine (Ray's own detection, CUDA_VISIBLE_DEVICES
+    honoured); torch's count if that private API moved."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        visible = manager.get_current_process_visible_accelerator_ids()
+        found = manager.get_current_node_num_accelerators()
+        return min(found, len(visible)) if visible is not None else found
+    except (ImportError, AttributeError):
+        import torch
+
+        return torch.cuda.device_count()
+
+
 def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
     import ray
 
@@ -236,8 +268,7 @@ def init_ray(opts: SearchOptions, env_vars: dict[str, str]) -> None:
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
-        # On small machines give Ray more logical CPUs than cores, or Train worker groups time out.
-        num_cpus = opts.num_cpus or max(8, os.cpu_count() or 1)
+        num_cpus = local_num_cpus(opts)
         extra = {"num_gpus": opts.num_gpus} if opts.num_gpus is not None else {}
         log.info("starting a local Ray with %d logical CPUs%s", num_cpus,
                  f" and {opts.num_gpus} GPU(s)" if extra else "")
@@ -458,6 +489,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
 
     check_combination(spec, SpaceModel.from_spec(spec))
     task = preflight(spec)
+    check_local_ray_fits(spec, opts)
     check_pretrained(spec)
     lpips_reason = check_lpips(spec)
     floors = quality.compute_floors(spec, task)  # before any trial: what no learning gives
@@ -588,7 +620,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
                                         # Searchers come wrapped in a ConcurrencyLimiter already; a second one
                                         # (Tune's) would shadow it in the saved searcher state of --resume.
                                         max_concurrent_trials=s["max_concurrent"] if searcher is None else None,
-                                        trial_dirname_creator=trial_dirname),
+                                        trial_dirname_creator=trial_dirname, reuse_actors=bool(s["reuse_actors"])),
             run_config=tune.RunConfig(
                 name=run_name, storage_path=storage, callbacks=callbacks, stop=stopper, verbose=0,
                 failure_config=failure_config(),  # retries lost nodes/workers, never a NaN/OOM/exception

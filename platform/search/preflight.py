@@ -33,21 +33,32 @@ def can_autoscale() -> bool:
 
 
 def check_cluster_fits(spec, *, address: str | None) -> None:
-    """A :class:`ConfigError` when no node of the cluster could run one trial's workers and the
-    cluster cannot grow; a warning when it might only after autoscaling."""
+    """A :class:`ConfigError` when no node of the connected cluster could run one trial's workers
+    and the cluster cannot grow; a warning when it might only after autoscaling."""
     import ray
 
-    need = trial_request(spec["resources"])
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    check_fits(spec, nodes, ray.cluster_resources(), address=address,
+               can_grow=bool(address) and can_autoscale())
+
+
+def check_local_fits(spec, num_cpus: int, num_gpus: int) -> None:
+    """The same check for the local Ray the driver is about to start (one node: nothing to wait
+    for), made before the floors and Ray's start so that a search that cannot run says so at once."""
+    node = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
+    check_fits(spec, [node], node, address=None, can_grow=False)
+
+
+def check_fits(spec, nodes: list[dict], total: dict, *, address: str | None, can_grow: bool) -> None:
+    need = trial_request(spec["resources"])
     fits = any(n.get("GPU", 0) >= need["worker_GPU"] and n.get("CPU", 0) >= need["worker_CPU"] for n in nodes)
-    total = ray.cluster_resources()
     if fits and total.get("GPU", 0) >= need["GPU"] and total.get("CPU", 0) >= need["CPU"]:
         return
     have = f"{total.get('GPU', 0):g} GPU(s) and {total.get('CPU', 0):g} CPU(s)"
     ask = (f"{need['GPU']:g} GPU(s) and {need['CPU']:g} CPU(s) (resources.workers={spec['resources']['workers']}, "
            f"gpus_per_worker={spec['resources']['gpus_per_worker']}, cpus_per_worker="
            f"{spec['resources']['cpus_per_worker']})")
-    if address and can_autoscale():
+    if can_grow:
         log.warning("each trial of %s asks for %s; the cluster has %s now and must autoscale before any trial runs",
                     spec.name, ask, have)
         return
