@@ -132,7 +132,7 @@ SCHEMA: dict[str, Any] = {
             "photometric_on": Field((str, type(None)), default=None, allowed=("input", "both", None),
                                     doc="photometric jitter on the input only or on input and target (null: task default)"),
             "offline_copies": Field((int,), default=0, check=lambda v: None if 0 <= v <= 7 else "must be in 0..7",
-                                    doc="POC-5.8 offline multiplier: +hflip, +vflip, +rot90, ... copies of each training item"),
+                                    doc="offline data multiplier: +hflip, +vflip, +rot90, ... copies of each training item"),
             "extra": Field((list,), default=[], searchable=False,
                            doc="more albumentations transforms: [{type: CLAHE, p: 0.2, clip_limit: 2.0}]"),
         },

@@ -270,7 +270,7 @@ def test_hierarchical_loss_matches_weighted_smp_dice():
         assert float(parts[k]) == pytest.approx(float(ref[k]), rel=1e-5)
     expected = 0.2 * ref["binary"] + 0.3 * ref["coarse"] + 0.5 * ref["fine"]
     assert float(total.detach()) == pytest.approx(float(expected), rel=1e-5)
-    # Default weights are POC-5.5's; a zero-weight level is skipped; per-level specs work.
+    # Default weights are 0.2 / 0.3 / 0.5; a zero-weight level is skipped; per-level specs work.
     assert create_hierarchical().weights == {"binary": 0.2, "coarse": 0.3, "fine": 0.5}
     two = create_hierarchical({"binary": 0.0, "coarse": 1.0, "fine": 1.0},
                               base={"coarse": {"ce": 1.0}, "fine": {"dice": 1.0, "focal": 0.5}})

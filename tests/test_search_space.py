@@ -65,7 +65,7 @@ def test_conditional_space_yields_only_valid_configs():
             with torch.device("meta"):
                 build_model(cfg, {"in_channels": 3, "out_channels": 3})
         searcher.on_trial_complete(tid, {"val_psnr": 20.0 + (i % 7) * 0.1, "training_iteration": 1})
-        if i == 0:  # the first two trials are the points to evaluate (a guide preset, an explicit point)
+        if i == 0:  # the first two trials are the points to evaluate (a preset, an explicit point)
             assert (arch, size, cfg["optimizer"]["lr"]) == ("nafnet", "small", 5.0e-4)
         if i == 1:
             assert (arch, size, cfg["loss"]["ssim"], cfg["loss"]["laplacian"]) == ("convnext_unet", "nano", 0.0, 0.1)

@@ -17,7 +17,7 @@ from platform.train.session import Session
 
 
 class TinySeg(nn.Module):
-    """A few convolutions; one head, or the three POC-5.5 heads when the level counts are given."""
+    """A few convolutions; one head, or the three hierarchical heads (binary, coarse, fine) when the level counts are given."""
 
     size_multiple = 4
 

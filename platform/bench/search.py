@@ -5,7 +5,7 @@ crops) three times on a local Ray:
 
 * ``asha+tpe``: ASHA early stopping (grace 1 epoch, halving) with Optuna TPE (the default);
 * ``random``: Optuna's random sampler, every trial trained to the end (no early stopping);
-* ``grid``: the user's original grid over λ (and lr), every trial trained to the end;
+* ``grid``: the hand-tuned grid over λ (and lr) this platform replaces, every trial trained to the end;
 
 each with the same number of trials, and prints the best validation PSNR each had reached
 against the epochs it had spent (epochs counted in the order they finished, across

@@ -9,7 +9,7 @@ Public interface (used by the common trainer)::
     total, parts = loss(pred, target)             # weighted scalar, {name: unweighted detached}
     loss.weights                                  # active components only
 
-    from platform.losses import create_hierarchical   # POC-5.5 multi-head loss
+    from platform.losses import create_hierarchical   # one loss per head of a hierarchical model
     h = create_hierarchical({"binary": 0.2, "coarse": 0.3, "fine": 0.5}, base={"dice": 1.0})
     total, parts = h({"binary": b, "coarse": c, "fine": f}, {"binary": tb, ...})
 
@@ -26,7 +26,7 @@ from platform.losses import image as _image  # noqa: F401  (registers components
 from platform.losses import perceptual as _perceptual  # noqa: F401
 from platform.losses import segmentation as _segmentation  # noqa: F401
 from platform.losses.hybrid import (
-    POC55_LEVEL_WEIGHTS,
+    DEFAULT_LEVEL_WEIGHTS,
     PRESETS,
     HierarchicalLoss,
     HybridLoss,
@@ -36,7 +36,7 @@ from platform.losses.hybrid import (
 
 __all__ = [
     "LOSSES",
-    "POC55_LEVEL_WEIGHTS",
+    "DEFAULT_LEVEL_WEIGHTS",
     "PRESETS",
     "HierarchicalLoss",
     "HybridLoss",

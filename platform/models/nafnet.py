@@ -302,7 +302,7 @@ def load_official_checkpoint(
 # --------------------------------------------------------------------- registry
 
 # Named sizes for the platform's few-shot searches (parameters measured, see the README, "Models");
-# drop_out_rate defaults follow the user's guide (small 0.10, base 0.05, large 0.0).
+# drop_out_rate: the smaller the model, the more dropout (small 0.10, base 0.05, large 0.0).
 NAFNET_SIZES: dict[str, dict[str, Any]] = {
     "small": dict(width=32, enc_blk_nums=[1, 1, 1, 24], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1], drop_out_rate=0.10),
     "base": dict(width=32, enc_blk_nums=[2, 2, 4, 8], middle_blk_num=12, dec_blk_nums=[2, 2, 2, 2], drop_out_rate=0.05),
@@ -327,7 +327,7 @@ OFFICIAL_TRAIN_SIZE = (256, 256)
 
 
 def pretrained_key(preset: str) -> str:
-    """Store key of an official checkpoint where the user's store keeps it (``layer_2/nafnet/``,
+    """Store key of an official checkpoint in the pretrained store (``layer_2/nafnet/``,
     where ``python -m platform.pretrained upload FILE --group layer_2 --arch nafnet`` puts it),
     e.g. ``layer_2/nafnet/NAFNet-SIDD-width64.pth``."""
     return f"layer_2/nafnet/{NAFNET_PRESETS[preset]['file']}"

@@ -8,8 +8,8 @@
     python -m platform.pretrained info   KEY
 
 Global options ``--store s3://models/pretrained_models --endpoint http://minio:9000 --region R
---cache DIR`` override ``PLATFORM_PRETRAINED_STORE/_ENDPOINT/_REGION/_CACHE``. ``setup`` and
-``upload`` replace the user's ``setup_pretrained_folders.py`` and ``upload_local_models.py``.
+--cache DIR`` override ``PLATFORM_PRETRAINED_STORE/_ENDPOINT/_REGION/_CACHE``. ``setup`` creates
+the store's folder layout; ``upload`` copies local weight files into it with their metadata.
 Credentials come from the standard AWS chain only and are never printed.
 """
 

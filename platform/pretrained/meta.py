@@ -1,7 +1,7 @@
 """Weight-file metadata (``<file>.meta.json`` beside every weight file) and store keys.
 
 A *key* names a weight file inside a store, relative to the store root:
-``<group>/<architecture>/<file>`` for the user's models (``layer_2/nafnet/NAFNet-SIDD-width64.pth``)
+``<group>/<architecture>/<file>`` for the project's own models (``layer_2/nafnet/NAFNet-SIDD-width64.pth``)
 or ``<group>/<file>`` for third-party mirrors (``torchvision/alexnet-owt-7be5be79.pth``,
 ``timm/resnet34.a1_in1k.pth``).
 

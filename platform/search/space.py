@@ -2,7 +2,7 @@
 
 Searchers (``search.searcher.name``): ``optuna`` (TPE by default, or ``sampler: random``),
 ``random`` (Optuna's random sampler) and ``grid`` (Optuna's grid sampler over every choice,
-ranges as ``grid_points`` values: the user's original grid over λ, kept as a baseline). All
+ranges as ``grid_points`` values: the hand-tuned grid over λ this platform replaces, kept as a baseline). All
 three take the define-by-run space of :mod:`platform.search.conditional`, so conditional
 spaces and ``points_to_evaluate`` work with each. Schedulers (``search.scheduler.name``):
 ``asha`` (default), ``hyperband``, ``bohb`` (HyperBand for BOHB + the TuneBOHB searcher; needs

@@ -1,7 +1,7 @@
 """Task registry: a task bundles its data set, default loss, validation metrics and logged images.
 
 Built-in tasks: ``img2img`` (paired images), ``segmentation`` (images + index masks, binary or
-multiclass), ``hierarchical_segmentation`` (POC-5.5 binary/coarse/fine heads) and ``matting``
+multiclass), ``hierarchical_segmentation`` (one network, binary/coarse/fine heads) and ``matting``
 (images + alpha). The interface the common trainer uses: ``kind``, ``primary_metric``, ``mode``,
 ``metric_names``, ``model_kwargs()``, ``default_loss()``, ``train_dataset()``, ``validate(...)``,
 ``example_input()``; segmentation tasks also offer ``create_loss(spec)`` (ignore index, levels).

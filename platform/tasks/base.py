@@ -68,7 +68,7 @@ def split_items(items: list[Pair], config: dict) -> tuple[list[Pair], list[Pair]
 
 
 def with_offline_copies(items: list[Pair], copies: int) -> list[Pair]:
-    """The POC-5.8 offline multiplier: each item plus ``copies`` exact flips/rotations of it.
+    """Offline data multiplier: each item plus ``copies`` exact flips/rotations of it (3 = +hflip, +vflip, +rot90).
 
     Applied to the *training* items only, after the split, so a copy of a validation frame can
     never leak into training.
