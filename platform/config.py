@@ -225,7 +225,7 @@ SCHEMA: dict[str, Any] = {
         "scheduler": {
             "name": Field((str,), default="asha", searchable=False,
                           allowed=("asha", "hyperband", "bohb", "pbt", "fifo"),
-                          doc="asha (default), hyperband, bohb (needs hpbandster + ConfigSpace), pbt, fifo"),
+                          doc="asha (default), hyperband, bohb (needs the optional hpbandster + ConfigSpace), pbt, fifo"),
             "time_attr": Field((str,), default="training_iteration", searchable=False,
                                allowed=("training_iteration", "time_total_s")),
             "grace_period": Field((int,), default=2, searchable=False, check=_positive),

@@ -280,8 +280,8 @@ def log_model(checkpoint_dir: str | Path, run_id: str, sample: np.ndarray | None
 def _requirements() -> list[str]:
     req = PACKAGE_DIR.parent / "requirements.txt"
     if req.is_file():
-        return [line.strip() for line in req.read_text().splitlines()
-                if line.strip() and not line.startswith("#") and not line.startswith(("pytest", "moto"))]
+        # The runtime pins only: the test stack lives in requirements-test.txt.
+        return [line.strip() for line in req.read_text().splitlines() if line.strip() and not line.startswith("#")]
     return ["torch", "numpy"]
 
 

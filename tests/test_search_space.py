@@ -135,6 +135,9 @@ def _bohb_spec():
 
 
 def test_bohb_suggests_inside_the_space():
+    for name in ("hpbandster", "ConfigSpace"):
+        pytest.importorskip(name, reason="BOHB's optional packages are absent: .venv/bin/pip install "
+                                         "hpbandster==0.7.4 ConfigSpace==1.2.2 (requirements-test.txt has them)")
     from ray.tune.schedulers.hb_bohb import HyperBandForBOHB
 
     from platform.search.space import SpaceModel, make_scheduler, make_searcher, tuner_param_space
@@ -161,8 +164,17 @@ def test_bohb_without_its_packages_offers_hyperband(monkeypatch):
     from platform.search.space import make_searcher
 
     monkeypatch.setitem(sys.modules, "hpbandster", None)  # import hpbandster -> ImportError
-    with pytest.raises(ConfigError, match="hyperband"):
+    with pytest.raises(ConfigError, match="hyperband") as err:
         make_searcher(_bohb_spec())
+    message = str(err.value)
+    assert ".venv/bin/pip install hpbandster==0.7.4 ConfigSpace==1.2.2" in message and "\n" not in message
+    # The driver says it before Ray starts, with the other checks of the space.
+    from platform.search.driver import check_combination
+    from platform.search.space import SpaceModel
+
+    spec = _bohb_spec()
+    with pytest.raises(ConfigError, match="pip install hpbandster"):
+        check_combination(spec, SpaceModel.from_spec(spec))
 
 
 def test_schedulers_are_selectable():

@@ -170,6 +170,10 @@ def check_combination(spec: SearchSpec, model) -> None:
         raise ConfigError(f"{spec.source}: search.budget.usd is {budget['usd']} but price_per_gpu_hour and "
                           "price_per_cpu_hour are both 0, so nothing would ever be spent; give the prices of your "
                           "instances (e.g. price_per_gpu_hour: 1.006 for a g5.xlarge).")
+    if sched == "bohb":
+        from platform.search.space import require_bohb_packages
+
+        require_bohb_packages(spec.source)
     if sched == "bohb" and sea != "optuna":
         log.warning("scheduler bohb brings its own searcher (TuneBOHB); search.searcher %r is ignored", sea)
     if s["cost"]["optimize"] and s["cost"]["metric"] == "none":
