@@ -23,9 +23,10 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -344,7 +345,7 @@ def is_search_node(value: Any) -> bool:
 def possible_values(node: Any) -> list[Any]:
     """Every literal a (possibly searched or conditional) node can take; ranges give their bounds."""
     if is_searchable(node):
-        kind, args = next(iter(node.items()))
+        _kind, args = next(iter(node.items()))
         return list(args)
     if is_conditional(node):
         if "switch" in node:
@@ -613,9 +614,8 @@ def load_spec(space: str | Path, quick: bool = False, overrides: dict | None = N
     sched = cfg["search"]["scheduler"]
     if sched["max_t"] is None:
         sched["max_t"] = cfg["train"]["epochs"]
-    if sched["grace_period"] > sched["max_t"]:
-        # A grace period longer than the trials themselves means "never stop early".
-        sched["grace_period"] = sched["max_t"]
+    # A grace period longer than the trials themselves means "never stop early".
+    sched["grace_period"] = min(sched["grace_period"], sched["max_t"])
     if not cfg["loss"]:
         validator.fail("loss", "is empty; give at least one component with a weight, e.g. {l1: 1.0}.")
     _check_names(cfg, str(path))

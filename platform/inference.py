@@ -27,8 +27,9 @@ import logging
 import math
 import os
 import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ MIN_TILE = 128
 MAX_AUTO_TILE = 4096
 KINDS = ("img2img", "segmentation", "hierarchical", "matting")
 
-Output = Union[torch.Tensor, dict]
+Output = torch.Tensor | dict
 
 
 # --------------------------------------------------------------------------- basics
@@ -228,7 +229,8 @@ def tiled_predict(model: torch.nn.Module, x: torch.Tensor, tile: int | None, ove
                                   f"{tuple(_first(out).shape[-2:])} for a {th}x{tw} tile.")
             if acc is None:
                 acc = _map(out, lambda t: torch.zeros(*t.shape[:-2], h, w, device=x.device))
-            _zip(acc, out, lambda a, o: a[..., y0:y0 + th, x0:x0 + tw].add_(o * weight))
+            # _zip calls the function at once, inside this iteration: the loop variables are current.
+            _zip(acc, out, lambda a, o: a[..., y0:y0 + th, x0:x0 + tw].add_(o * weight))  # noqa: B023
             wsum[..., y0:y0 + th, x0:x0 + tw] += weight
     return _finish(_map(acc, lambda a: a.div_(wsum)), clamp)
 
@@ -238,7 +240,7 @@ def default_overlap(model: torch.nn.Module) -> int:
     training crop), since its local statistics reach that far (rounded up to 8 px)."""
     tlc = getattr(getattr(model, "module", model), "tlc", None)
     if tlc:
-        return max(DEFAULT_OVERLAP, int(math.ceil(max(tlc["base_size"]) / 8.0)) * 8)
+        return max(DEFAULT_OVERLAP, math.ceil(max(tlc["base_size"]) / 8.0) * 8)
     return DEFAULT_OVERLAP
 
 
@@ -255,7 +257,7 @@ def resolve_overlap(model: torch.nn.Module, tile: int | None, overlap: int | Non
 
 
 # --------------------------------------------------------------------------- memory
-_BYTES_PER_PIXEL: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_BYTES_PER_PIXEL: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def free_memory_bytes(device: torch.device) -> int:

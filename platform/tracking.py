@@ -538,7 +538,7 @@ def trial_resources(trial) -> tuple[float, float]:
     try:
         req = trial.placement_group_factory.required_resources
         return float(req.get("GPU", 0)), float(req.get("CPU", 0))
-    except Exception:
+    except Exception:  # no placement group (e.g. a restored trial): the space's resources
         return float(res.get("gpus_per_worker", 0)), float(res.get("cpus_per_worker", 1))
 
 

@@ -176,7 +176,7 @@ def test_create_weights_parts_and_total():
     assert float(parts["l1"]) == pytest.approx(float(F.l1_loss(pred, target)), rel=1e-6)
     total.backward()
     assert torch.isfinite(leaf.grad).all()
-    total0, parts0 = loss(target, target)
+    total0, _parts0 = loss(target, target)
     assert float(total0) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -195,7 +195,7 @@ def test_allow_unavailable_drops_and_records(tmp_path, monkeypatch):
     assert set(loss.dropped) == {"lpips", "vgg"}
     assert "alexnet-owt-7be5be79.pth" in loss.dropped["lpips"]
     assert "vgg16-397923af.pth" in loss.dropped["vgg"]
-    total, parts = loss(*_images())
+    _total, parts = loss(*_images())
     assert set(parts) == {"l1"}
     with pytest.raises(ConfigError, match="no loss component is left"):
         create({"lpips": 1.0}, allow_unavailable=True)

@@ -327,7 +327,7 @@ def test_lockstep_repeats_report_per_epoch_means():
     order = []
 
     def fake_trainer(config, session):
-        seed, fold = config["train"]["seed"], config["task"].get("fold")
+        fold = config["task"].get("fold")
         for epoch in range(1, 4):
             order.append((epoch, fold))
             session.report({"epoch": epoch, "val_psnr": 10.0 * epoch + fold, "note": "x"}, None)

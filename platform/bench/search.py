@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
 from platform.search.presets import cpu_nafnet
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ def curve(rows: list[dict], metric: str = "val_psnr") -> list[tuple[int, float]]
             continue
         for _, e in df.iterrows():
             v = e[metric]
-            if v == v:
+            if not math.isnan(v):
                 events.append((float(e.get("timestamp", 0)), float(e.get("time_total_s", 0)), float(v)))
     events.sort()
     out, best = [], float("-inf")

@@ -43,7 +43,6 @@ def _space():
 
 
 def measure(modes: list[str], repeats: int, storage: str) -> dict[str, list[float]]:
-    import ray
     from ray import tune
 
     from platform.search.space import param_space

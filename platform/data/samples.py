@@ -34,8 +34,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -132,7 +132,7 @@ def degrade(img: np.ndarray, seed: int, sigma: float = 1.2, noise: float = 0.04,
     x = gaussian_filter(img, sigma=(sigma, sigma, 0))
     x = np.clip(x + noise * rng.standard_normal(x.shape).astype(np.float32), 0, 1)
     u8 = np.round(x * 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    _ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
 
 
@@ -148,9 +148,9 @@ SAMPLES["restore"] = _build_restore
 def _build_damage(out: Path) -> None:
     import yaml
 
-    from platform.data.synth import paint_damage
     from platform.data.formats import write_mask
     from platform.data.segmentation import ARTEFACT_FINE, _default_palette
+    from platform.data.synth import paint_damage
 
     palette = _default_palette(len(ARTEFACT_FINE))
     for i, (name, photo) in enumerate(_photos()):
@@ -171,8 +171,8 @@ SAMPLES["damage"] = _build_damage
 def _build_matte(out: Path) -> None:
     import yaml
 
-    from platform.data.synth import composite_mattes
     from platform.data.formats import write_mask
+    from platform.data.synth import composite_mattes
 
     for name, image, alpha in composite_mattes():
         write_image(out / "images" / f"{name}.png", image)

@@ -21,10 +21,12 @@ ce, dice, focal, tversky, lovasz. Presets: ``create("background_removal")``,
 
 from __future__ import annotations
 
+from platform.losses import (
+    image as _image,  # noqa: F401  (registers components)
+    perceptual as _perceptual,  # noqa: F401
+    segmentation as _segmentation,  # noqa: F401
+)
 from platform.losses.base import LOSSES, register_loss
-from platform.losses import image as _image  # noqa: F401  (registers components)
-from platform.losses import perceptual as _perceptual  # noqa: F401
-from platform.losses import segmentation as _segmentation  # noqa: F401
 from platform.losses.hybrid import (
     DEFAULT_LEVEL_WEIGHTS,
     PRESETS,
@@ -35,8 +37,8 @@ from platform.losses.hybrid import (
 )
 
 __all__ = [
-    "LOSSES",
     "DEFAULT_LEVEL_WEIGHTS",
+    "LOSSES",
     "PRESETS",
     "HierarchicalLoss",
     "HybridLoss",

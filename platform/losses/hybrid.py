@@ -26,11 +26,12 @@ import inspect
 import logging
 import math
 import numbers
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from platform.errors import ConfigError
 from platform.losses.base import LOSSES
@@ -265,7 +266,7 @@ class HierarchicalLoss(nn.Module):
 
 def create_hierarchical(
     level_weights: Mapping[str, Any] | None = None,
-    base: Mapping[str, Any] | str = None,
+    base: Mapping[str, Any] | str | None = None,
     *,
     allow_unavailable: bool = False,
 ) -> HierarchicalLoss:

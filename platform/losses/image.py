@@ -10,11 +10,11 @@ whose value depends on the value interval say how they treat it (``psnr``, ``ssi
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from platform.errors import ConfigError
 from platform.losses.base import check_same_shape, fp32_forward, register_loss

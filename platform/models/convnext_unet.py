@@ -12,7 +12,7 @@ stride). A global residual (``out = x + head(...)``) is used when in and out cha
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import timm
 import torch

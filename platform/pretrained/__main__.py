@@ -19,8 +19,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from platform.errors import ConfigError, cli_main
 from platform.pretrained._scrub import install_log_scrubber, scrub

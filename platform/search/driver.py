@@ -297,9 +297,9 @@ class ProgressReporter:
 
     def result(self, trials, trial, result):
         v = result.get(self.metric)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            if self.best is None or (v > self.best[0] if self.mode == "max" else v < self.best[0]):
-                self.best = (float(v), trial.trial_id)
+        if isinstance(v, (int, float)) and math.isfinite(v) and (
+                self.best is None or (v > self.best[0] if self.mode == "max" else v < self.best[0])):
+            self.best = (float(v), trial.trial_id)
         now = time.monotonic()
         if now - self._last >= self.min_interval:
             self._last = now
@@ -340,13 +340,13 @@ def summarise(results, callback, spec: SearchSpec, model=None, budget=None) -> l
     for res in results:
         cfg = res.config or {}
         name = Path(res.path).name
-        trial_id = (res.metrics or {}).get("trial_id") or (name[len("trial_"):] if name.startswith("trial_") else name)
+        trial_id = (res.metrics or {}).get("trial_id") or (name.removeprefix("trial_"))
         df = res.metrics_dataframe
         best_val = best_ssim = best_cost = None
         epochs = 0
         if df is not None and len(df) and metric in df:
             col = df[metric].dropna()
-            col = col[col.apply(lambda v: v == v and abs(v) != float("inf"))]
+            col = col[col.apply(lambda v: abs(v) != float("inf"))]  # NaN already dropped
             if len(col):
                 idx = col.idxmax() if mode == "max" else col.idxmin()
                 best_val = float(df.loc[idx, metric])
@@ -477,8 +477,8 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from platform.search import resume as resume_lib
     from platform.search.budget import BudgetStopper, BudgetTracker, rung_milestones
     from platform.search.failures import failure_config
-    from platform.search.preflight import check_cluster_fits
     from platform.search.packing import TrialResources
+    from platform.search.preflight import check_cluster_fits
     from platform.search.retention import protected_checkpoints, sweep
     from platform.search.space import cost_metric, make_scheduler, make_searcher, num_samples, tuner_param_space
     s = spec["search"]

@@ -86,7 +86,7 @@ def make_searcher(spec: SearchSpec, model: SpaceModel | None = None, budget_key:
     from ray import tune
 
     s = spec["search"]
-    sea, sched = s["searcher"], s["scheduler"]["name"]
+    sched = s["scheduler"]["name"]
     model = model or SpaceModel.from_spec(spec)
     points = expand_points(s["points_to_evaluate"], model, "search.points_to_evaluate")
     if sched == "pbt":

@@ -27,7 +27,5 @@ def available() -> list[str]:
     return TASKS.available()
 
 
-# Register the built-in tasks.
-from platform.tasks import img2img  # noqa: E402,F401
-from platform.tasks import matting  # noqa: E402,F401
-from platform.tasks import segmentation  # noqa: E402,F401
+# Register the built-in tasks: imported for that side effect, after TASKS and register_task exist.
+from platform.tasks import img2img, matting, segmentation  # noqa: F401

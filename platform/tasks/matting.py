@@ -20,8 +20,16 @@ from platform.data.paired import CropDataset, from_model_range, to_model_range
 from platform.data.samples import resolve_data
 from platform.data.segmentation import load_mattes
 from platform.tasks import register_task
-from platform.tasks.base import (ValResult, downscale, make_grid, option, predict_full, require_rgb_display_images,
-                                 split_items, with_offline_copies)
+from platform.tasks.base import (
+    ValResult,
+    downscale,
+    make_grid,
+    option,
+    predict_full,
+    require_rgb_display_images,
+    split_items,
+    with_offline_copies,
+)
 
 log = logging.getLogger(__name__)
 
