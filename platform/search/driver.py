@@ -42,6 +42,7 @@ class SearchOptions:
     resume: bool | str = False  # True: the newest experiment of this space; a str: that experiment folder
     num_gpus: int | None = None  # GPUs of a local Ray (Ray accepts a count the machine does not have)
     time_budget: float | None = None  # seconds for the whole search (--time-budget): trials sized to it
+    trainable: str = "fewshot"  # the Ray trainable every trial runs, by name (platform.train.trainable)
 
 
 @dataclass
@@ -142,7 +143,7 @@ def check_pretrained(spec: SearchSpec) -> None:
 
 def check_combination(spec: SearchSpec, model) -> None:
     """Settings that cannot work together, said before anything starts."""
-    from trainables.fewshot import uses_torch_trainer
+    from platform.train.trainable import uses_torch_trainer
 
     s = spec["search"]
     sched, sea = s["scheduler"]["name"], s["searcher"]["name"]
@@ -552,7 +553,9 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     # adaptive >= 10 s: after a crash, --resume loses at most that much bookkeeping.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
 
-    from trainables.fewshot import run_trial, uses_torch_trainer
+    from platform.train.trainable import get_trainable, uses_torch_trainer
+
+    run_trial = get_trainable(opts.trainable)
 
     res = spec["resources"]
     keep_best = int(s["checkpoints"]["keep_best"])
