@@ -206,7 +206,7 @@ SCHEMA: dict[str, Any] = {
         "strict": Field((bool, type(None)), default=None, searchable=False,
                         doc="true: exact names and shapes; false: partial; null: strict when the file fits"),
         "resize": Field((str,), default="none", searchable=False, allowed=("none", "slice"),
-                        doc="slice: copy the leading slice of larger tensors (a heuristic, see the README)"),
+                        doc="slice: copy the leading slice of larger tensors (a heuristic, see docs/pretrained.md)"),
         "backbone_lr_factor": Field(NUM, default=0.1, check=_non_negative,
                                     doc="learning rate of the pretrained parameters = lr x this"),
         "head_lr_factor": Field(NUM, default=1.0, check=_non_negative,

@@ -679,7 +679,7 @@ def test_ray_job_submit_runs_a_search(token_head, tmp_path):
 
 @pytest.mark.slow
 def test_ray_job_submit_with_working_dir_runs_a_search(token_head, tmp_path):
-    """The README's `ray job submit --working-dir . -- python -m platform.search ...`."""
+    """The `ray job submit --working-dir . -- python -m platform.search ...` of docs/clusters.md (AWS)."""
     from ray.job_submission import JobStatus
 
     space = _tiny_space_file(tmp_path, "job_wd_tiny")

@@ -1,4 +1,4 @@
-"""``python -m platform.bench gpu``: every GPU figure the README promises, from one command.
+"""``python -m platform.bench gpu``: every GPU figure of docs/benchmarks.md, from one command.
 
 ::
 

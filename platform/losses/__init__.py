@@ -16,7 +16,7 @@ Public interface (used by the common trainer)::
 Image components (pred/target in [-1, 1]): l1, mse, charbonnier, psnr, ssim, ms_ssim,
 laplacian, sobel, fft, lpips, vgg. Segmentation components (logits vs labels): bce,
 ce, dice, focal, tversky, lovasz. Presets: ``create("background_removal")``,
-``create("vfx_hybrid")``. See the README, "Losses and metrics".
+``create("vfx_hybrid")``. See docs/losses-and-metrics.md.
 """
 
 from __future__ import annotations

@@ -302,7 +302,7 @@ def load_official_checkpoint(
 
 # --------------------------------------------------------------------- registry
 
-# Named sizes for the platform's few-shot searches (parameters measured, see the README, "Models");
+# Named sizes for the platform's few-shot searches (parameters measured, see docs/models.md);
 # drop_out_rate: the smaller the model, the more dropout (small 0.10, base 0.05, large 0.0).
 NAFNET_SIZES: dict[str, dict[str, Any]] = {
     "small": dict(width=32, enc_blk_nums=[1, 1, 1, 24], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1], drop_out_rate=0.10),
