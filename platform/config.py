@@ -23,9 +23,10 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -132,7 +133,7 @@ SCHEMA: dict[str, Any] = {
             "photometric_on": Field((str, type(None)), default=None, allowed=("input", "both", None),
                                     doc="photometric jitter on the input only or on input and target (null: task default)"),
             "offline_copies": Field((int,), default=0, check=lambda v: None if 0 <= v <= 7 else "must be in 0..7",
-                                    doc="POC-5.8 offline multiplier: +hflip, +vflip, +rot90, ... copies of each training item"),
+                                    doc="offline data multiplier: +hflip, +vflip, +rot90, ... copies of each training item"),
             "extra": Field((list,), default=[], searchable=False,
                            doc="more albumentations transforms: [{type: CLAHE, p: 0.2, clip_limit: 2.0}]"),
         },
@@ -205,7 +206,7 @@ SCHEMA: dict[str, Any] = {
         "strict": Field((bool, type(None)), default=None, searchable=False,
                         doc="true: exact names and shapes; false: partial; null: strict when the file fits"),
         "resize": Field((str,), default="none", searchable=False, allowed=("none", "slice"),
-                        doc="slice: copy the leading slice of larger tensors (a heuristic, see the README)"),
+                        doc="slice: copy the leading slice of larger tensors (a heuristic, see docs/pretrained.md)"),
         "backbone_lr_factor": Field(NUM, default=0.1, check=_non_negative,
                                     doc="learning rate of the pretrained parameters = lr x this"),
         "head_lr_factor": Field(NUM, default=1.0, check=_non_negative,
@@ -229,7 +230,7 @@ SCHEMA: dict[str, Any] = {
         "scheduler": {
             "name": Field((str,), default="asha", searchable=False,
                           allowed=("asha", "hyperband", "bohb", "pbt", "fifo"),
-                          doc="asha (default), hyperband, bohb (needs hpbandster + ConfigSpace), pbt, fifo"),
+                          doc="asha (default), hyperband, bohb (needs the optional hpbandster + ConfigSpace), pbt, fifo"),
             "time_attr": Field((str,), default="training_iteration", searchable=False,
                                allowed=("training_iteration", "time_total_s")),
             "grace_period": Field((int,), default=2, searchable=False, check=_positive),
@@ -348,7 +349,7 @@ def is_search_node(value: Any) -> bool:
 def possible_values(node: Any) -> list[Any]:
     """Every literal a (possibly searched or conditional) node can take; ranges give their bounds."""
     if is_searchable(node):
-        kind, args = next(iter(node.items()))
+        _kind, args = next(iter(node.items()))
         return list(args)
     if is_conditional(node):
         if "switch" in node:
@@ -617,9 +618,8 @@ def load_spec(space: str | Path, quick: bool = False, overrides: dict | None = N
     sched = cfg["search"]["scheduler"]
     if sched["max_t"] is None:
         sched["max_t"] = cfg["train"]["epochs"]
-    if sched["grace_period"] > sched["max_t"]:
-        # A grace period longer than the trials themselves means "never stop early".
-        sched["grace_period"] = sched["max_t"]
+    # A grace period longer than the trials themselves means "never stop early".
+    sched["grace_period"] = min(sched["grace_period"], sched["max_t"])
     if not cfg["loss"]:
         validator.fail("loss", "is empty; give at least one component with a weight, e.g. {l1: 1.0}.")
     _check_names(cfg, str(path))

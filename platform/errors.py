@@ -34,7 +34,7 @@ def mlflow_refusal(exc: BaseException) -> str | None:
         return None
     try:
         code = exc.get_http_status_code()
-    except Exception:
+    except Exception:  # an MLflow error without an HTTP status: judged by its text below
         code = None
     text = str(exc)
     if code not in (401, 403) and "error code 401" not in text and "error code 403" not in text:

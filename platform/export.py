@@ -139,14 +139,15 @@ def check_image(path: str | Path | None, min_side: int, channels: int) -> np.nda
 
 def prepare(model: nn.Module, config: dict, tlc: bool = True) -> tuple[ExportModule, int]:
     """The export module for a loaded model and the smallest frame side its graph accepts."""
-    from platform.inference import apply_tlc, size_multiple, task_attr, task_kind
+    from platform.inference import apply_tlc, size_multiple
+    from platform.tasks import output_range, task_kind
 
     kind = task_kind(config)
     model = model.eval().cpu()
     min_side = size_multiple(model)
     if tlc and apply_tlc(model, config):
         min_side = max(min_side, max(model.tlc["base_size"]))
-    module = ExportModule(model, kind, size_multiple(model), task_attr(config, "output_range", (-1.0, 1.0)))
+    module = ExportModule(model, kind, size_multiple(model), output_range(config))
     # eval(): the exporters run the module in its own mode, and a module starts in training mode
     # (BatchNorm would use batch statistics and dropout would be on in the graph and the check).
     return module.eval(), min_side

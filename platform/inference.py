@@ -11,8 +11,10 @@ Layers, from the network outwards:
 * :func:`tta_predict` averages the eight flips/rotations (each inverted) of a frame.
 * :func:`apply_tlc` converts a NAFNet to its test-time local converter (TLC) so that the
   channel-attention statistics at full resolution match those the network saw on crops.
-* :class:`Predictor` ties these to a trial config: input preprocessing, task kind
-  (image-to-image, segmentation, hierarchical segmentation, matting) and output decoding.
+* :class:`Predictor` ties these to a trial config: input preprocessing, the output kind
+  (image-to-image, segmentation, hierarchical segmentation, matting) and output decoding. The
+  kind and output range come from the caller (:func:`platform.tasks.predictor` looks them up
+  in the task registry): this module does not import the tasks.
   ``python -m platform.predict`` and the MLflow pyfunc model both go through it, so a served
   model answers exactly what ``predict`` writes.
 
@@ -27,8 +29,9 @@ import logging
 import math
 import os
 import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +50,7 @@ MIN_TILE = 128
 MAX_AUTO_TILE = 4096
 KINDS = ("img2img", "segmentation", "hierarchical", "matting")
 
-Output = Union[torch.Tensor, dict]
+Output = torch.Tensor | dict
 
 
 # --------------------------------------------------------------------------- basics
@@ -228,7 +231,8 @@ def tiled_predict(model: torch.nn.Module, x: torch.Tensor, tile: int | None, ove
                                   f"{tuple(_first(out).shape[-2:])} for a {th}x{tw} tile.")
             if acc is None:
                 acc = _map(out, lambda t: torch.zeros(*t.shape[:-2], h, w, device=x.device))
-            _zip(acc, out, lambda a, o: a[..., y0:y0 + th, x0:x0 + tw].add_(o * weight))
+            # _zip calls the function at once, inside this iteration: the loop variables are current.
+            _zip(acc, out, lambda a, o: a[..., y0:y0 + th, x0:x0 + tw].add_(o * weight))  # noqa: B023
             wsum[..., y0:y0 + th, x0:x0 + tw] += weight
     return _finish(_map(acc, lambda a: a.div_(wsum)), clamp)
 
@@ -238,7 +242,7 @@ def default_overlap(model: torch.nn.Module) -> int:
     training crop), since its local statistics reach that far (rounded up to 8 px)."""
     tlc = getattr(getattr(model, "module", model), "tlc", None)
     if tlc:
-        return max(DEFAULT_OVERLAP, int(math.ceil(max(tlc["base_size"]) / 8.0)) * 8)
+        return max(DEFAULT_OVERLAP, math.ceil(max(tlc["base_size"]) / 8.0) * 8)
     return DEFAULT_OVERLAP
 
 
@@ -255,7 +259,7 @@ def resolve_overlap(model: torch.nn.Module, tile: int | None, overlap: int | Non
 
 
 # --------------------------------------------------------------------------- memory
-_BYTES_PER_PIXEL: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_BYTES_PER_PIXEL: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -441,38 +445,7 @@ def deterministic(device: torch.device | str = "cpu"):
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
 
 
-# --------------------------------------------------------------------------- tasks
-def task_kind(config: Mapping[str, Any]) -> str:
-    """The output kind of a trial config's task: img2img, segmentation, hierarchical, matting."""
-    task = (config.get("task") or {}) if isinstance(config, Mapping) else {}
-    name = task.get("name", "img2img")
-    kind = None
-    try:
-        from platform.tasks import TASKS
-
-        if name in TASKS:
-            kind = TASKS.meta(name).get("kind") or getattr(TASKS.get(name), "kind", None)
-    except ImportError:  # pragma: no cover
-        pass
-    if kind is None:
-        kind = name if name in KINDS else "img2img"
-    if kind not in KINDS:
-        raise ConfigError(f"task {name!r} has output kind {kind!r}, which predict cannot write "
-                          f"(supported: {', '.join(KINDS)}).")
-    return kind
-
-
-def task_attr(config: Mapping[str, Any], name: str, default: Any = None) -> Any:
-    """An attribute of the trial's registered task class (e.g. ``output_range``), or ``default``."""
-    try:
-        from platform.tasks import TASKS
-
-        task_name = (config.get("task") or {}).get("name", "img2img")
-        return getattr(TASKS.get(task_name), name, default) if task_name in TASKS else default
-    except ImportError:  # pragma: no cover
-        return default
-
-
+# --------------------------------------------------------------------------- options
 @dataclass
 class InferenceOptions:
     """How a frame is run: precision, tiling, TTA, TLC."""
@@ -541,11 +514,15 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, config: Mapping[str, Any], device: str | torch.device = "cpu",
-                 options: InferenceOptions | None = None):
+                 options: InferenceOptions | None = None, *, kind: str | None = None,
+                 output_range: tuple[float, float] = (-1.0, 1.0)):
         self.options = options or InferenceOptions()
         self.device = torch.device(device)
         self.config = dict(config)
-        self.kind = task_kind(self.config)
+        self.kind = kind or _kind_named_by(self.config)
+        if self.kind not in KINDS:
+            raise ConfigError(f"output kind {self.kind!r} is not one predict can write (supported: {', '.join(KINDS)}).")
+        self.output_range = (float(output_range[0]), float(output_range[1]))
         self.transfer = task_transfer(self.config) if self.kind == "img2img" else None
         self.alpha_policy = str((self.config.get("task") or {}).get("alpha") or "error")
         self.model = model.eval().to(self.device)
@@ -635,7 +612,7 @@ class Predictor:
         if self.kind == "matting":
             a = _first(y)[0]
             a = a[-1] if a.shape[0] > 1 else a[0]
-            lo, hi = task_attr(self.config, "output_range", (-1.0, 1.0))
+            lo, hi = self.output_range
             a = ((a - lo) / (hi - lo)).clamp(0, 1)
             return {"alpha": a.cpu().numpy().astype(np.float32)}
         if isinstance(y, Mapping):
@@ -651,6 +628,17 @@ class Predictor:
             out[key] = mask.cpu().numpy()
             out[key.replace("mask", "probs", 1)] = probs.permute(1, 2, 0).cpu().numpy()
         return out
+
+
+def _kind_named_by(config: Mapping[str, Any]) -> str:
+    """The output kind when the caller gave none: a task named after a kind (img2img, segmentation,
+    matting, hierarchical). Any other task's kind comes from the task registry, which callers consult
+    (:func:`platform.tasks.predictor`): this module does not know the tasks."""
+    name = (config.get("task") or {}).get("name", "img2img")
+    if name not in KINDS:
+        raise ConfigError(f"the output kind of task {name!r} is needed to run its network: pass kind= (one of "
+                          f"{', '.join(KINDS)}), or build the predictor with platform.tasks.predictor(model, config).")
+    return name
 
 
 def segmentation_from_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

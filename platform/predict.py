@@ -35,9 +35,9 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -428,7 +428,9 @@ def predict(model: str, input: str | Path, output: str | Path, *, options: Infer
 
     with deterministic(dev):
         loaded = load_any(model, dev)
-        predictor = Predictor(loaded.model, loaded.config, dev, options)
+        from platform.tasks import predictor as task_predictor
+
+        predictor = task_predictor(loaded.model, loaded.config, dev, options)
         if task != "auto" and task != predictor.kind:
             raise ConfigError(
                 f"model {loaded.source} was trained for the {predictor.kind!r} task "

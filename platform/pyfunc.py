@@ -109,7 +109,8 @@ class _PlatformImageModel:
     def predictor(self, params: dict | None = None):
         """The :class:`Predictor` for request ``params`` (the TLC copy of the network is cached;
         ``self.model`` stays the plain trained network, as the champion's re-evaluation expects)."""
-        from platform.inference import InferenceOptions, Predictor
+        from platform.inference import InferenceOptions
+        from platform.tasks import predictor
 
         p = {**PARAM_DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
         tlc = bool(p["tlc"])
@@ -119,7 +120,7 @@ class _PlatformImageModel:
         overlap = int(p["overlap"])
         options = InferenceOptions(precision=str(p["precision"]), tile=int(p["tile"]) or None,
                                    overlap=None if overlap < 0 else overlap, tta=bool(p["tta"]), tlc=tlc)
-        return Predictor(self._serving[tlc], self.config, device, options)
+        return predictor(self._serving[tlc], self.config, device, options)
 
     def predict(self, context, model_input, params=None):
         from platform.inference import deterministic
@@ -201,9 +202,10 @@ def _signature(model: torch.nn.Module, config: dict, sample: np.ndarray):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    from platform.inference import InferenceOptions, Predictor
+    from platform.inference import InferenceOptions
+    from platform.tasks import predictor as task_predictor
 
-    predictor = Predictor(copy.deepcopy(model), config, "cpu", InferenceOptions(tlc=False))
+    predictor = task_predictor(copy.deepcopy(model), config, "cpu", InferenceOptions(tlc=False))
     example = stack_outputs([predictor.run(f) for f in as_frames(sample[:1])], predictor.kind)
     if isinstance(example, dict):
         outputs = Schema([TensorSpec(v.dtype, (-1,) * v.ndim, name=k) for k, v in example.items()])
@@ -280,8 +282,8 @@ def log_model(checkpoint_dir: str | Path, run_id: str, sample: np.ndarray | None
 def _requirements() -> list[str]:
     req = PACKAGE_DIR.parent / "requirements.txt"
     if req.is_file():
-        return [line.strip() for line in req.read_text().splitlines()
-                if line.strip() and not line.startswith("#") and not line.startswith(("pytest", "moto"))]
+        # The runtime pins only: the test stack lives in requirements-test.txt.
+        return [line.strip() for line in req.read_text().splitlines() if line.strip() and not line.startswith("#")]
     return ["torch", "numpy"]
 
 

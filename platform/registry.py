@@ -14,7 +14,8 @@ lists every registered name, so a typo in a YAML file gets a useful message.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from platform.errors import ConfigError
 

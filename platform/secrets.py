@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 REDACTED = "***"
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words everywhere

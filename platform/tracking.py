@@ -527,18 +527,15 @@ def classify_failure(text: str) -> str:
 def trial_resources(trial) -> tuple[float, float]:
     """(GPUs, CPUs) a trial holds: its placement, or every worker of a DDP (TorchTrainer) trial."""
     res = (trial.config or {}).get("resources", {})
-    try:
-        from trainables.fewshot import uses_torch_trainer
+    from platform.train.trainable import uses_torch_trainer
 
-        if uses_torch_trainer(res):
-            w = int(res.get("workers", 1))
-            return w * float(res.get("gpus_per_worker", 0)), w * float(res.get("cpus_per_worker", 1)) + 0.1
-    except ImportError:
-        pass
+    if uses_torch_trainer(res):
+        w = int(res.get("workers", 1))
+        return w * float(res.get("gpus_per_worker", 0)), w * float(res.get("cpus_per_worker", 1)) + 0.1
     try:
         req = trial.placement_group_factory.required_resources
         return float(req.get("GPU", 0)), float(req.get("CPU", 0))
-    except Exception:
+    except Exception:  # no placement group (e.g. a restored trial): the space's resources
         return float(res.get("gpus_per_worker", 0)), float(res.get("cpus_per_worker", 1))
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Self
 
 import numpy as np
 
@@ -213,7 +214,7 @@ class VideoWriter:
                 out += [flag, value]
         return out
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> Self:
         import imageio_ffmpeg
 
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def _png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
 
 
 def test_png_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
-    import platform.data.formats as formats
+    from platform.data import formats
 
     def no_decode(*args, **kwargs):
         raise AssertionError("the decoder ran")

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from netutil import free_ports
 from tests.netutil import stop_group, wait_for
 
@@ -166,7 +167,7 @@ def _search_runs(uri: str):
 def test_mlflow_ui_shows_the_search_its_trials_and_the_champion(mlflow_ui, search_job, browser):
     import re
 
-    client, exp, parent, children = _search_runs(mlflow_ui)
+    _client, exp, parent, children = _search_runs(mlflow_ui)
     assert len(children) == 4
     page = open_page(browser, f"{mlflow_ui}/#/experiments/{exp.experiment_id}/runs")
     page.get_by_text(parent.info.run_name).first.wait_for(timeout=120_000)

@@ -53,7 +53,7 @@ def pip_installs() -> list[list[str]]:
 def test_image_installs_exactly_requirements_txt():
     installs = pip_installs()
     assert ["-r", "requirements.txt"] in installs
-    assert re.search(r"^COPY requirements\.txt ", DOCKERFILE.read_text(), re.M)
+    assert re.search(r"^COPY requirements\.txt ", DOCKERFILE.read_text(), re.MULTILINE)
     pins = requirement_pins()
     named = [w for args in installs for w in args if "==" in w]
     assert named, "the CUDA/CPU torch wheels are named with their versions"
@@ -70,7 +70,7 @@ def test_image_checks_the_same_imports_as_setup_sh():
 def test_image_holds_every_folder_the_cluster_ships():
     mounts = yaml.safe_load(AWS.read_text())["file_mounts"]
     folders = {Path(src).name for src in mounts.values() if src.startswith("./") and (REPO / src).is_dir()}
-    copied = set(re.findall(r"^COPY (\S+) \./", DOCKERFILE.read_text(), re.M))
+    copied = set(re.findall(r"^COPY (\S+) \./", DOCKERFILE.read_text(), re.MULTILINE))
     assert folders and folders <= copied, folders - copied
     assert "PYTHONPATH=/opt/project" in DOCKERFILE.read_text() and "RAY_AUTH_MODE=token" in DOCKERFILE.read_text()
 

@@ -27,8 +27,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from netutil import free_ports
 from ray.autoscaler._private.util import prepare_config, validate_config
+
+from netutil import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 AWS = REPO / "clusters" / "aws.yaml"
@@ -238,8 +239,7 @@ def test_rays_aws_bootstrap_keeps_our_group_and_profiles_and_launches_spot_worke
     import boto3
     from ray.autoscaler._private.aws.config import bootstrap_aws
     from ray.autoscaler._private.aws.node_provider import AWSNodeProvider
-    from ray.autoscaler.tags import (TAG_RAY_LAUNCH_CONFIG, TAG_RAY_NODE_KIND, TAG_RAY_NODE_NAME,
-                                     TAG_RAY_USER_NODE_TYPE)
+    from ray.autoscaler.tags import TAG_RAY_LAUNCH_CONFIG, TAG_RAY_NODE_KIND, TAG_RAY_NODE_NAME, TAG_RAY_USER_NODE_TYPE
 
     region = aws["provider"]["region"]
     with mock_aws():
@@ -424,7 +424,7 @@ def test_nodes_get_s3_access_from_instance_profiles(aws):
 def test_token_auth_stays_on(aws, local, tmp_path):
     for path in (AWS, LOCAL, LOCAL_SH):
         text = path.read_text()
-        assert not re.search(r"RAY_AUTH_MODE\s*=\s*['\"]?(disabled|off|none)", text, flags=re.I), path.name
+        assert not re.search(r"RAY_AUTH_MODE\s*=\s*['\"]?(disabled|off|none)", text, flags=re.IGNORECASE), path.name
     # Every node exports RAY_AUTH_MODE=token before `ray start` and has the token file.
     assert env_exports(aws)["RAY_AUTH_MODE"] == "token"
     assert source_env_file(aws, tmp_path, None)["RAY_AUTH_MODE"] == "token"
@@ -443,7 +443,7 @@ def test_ray_pinned_to_2_60_0_and_project_installed_like_locally(aws):
 
     assert ray.__version__ == "2.60.0"  # the laptop side that runs `ray up`
     req = (REPO / "requirements.txt").read_text()
-    assert re.search(r"^ray\[[^\]]*\]==2\.60\.0$", req, flags=re.M)
+    assert re.search(r"^ray\[[^\]]*\]==2\.60\.0$", req, flags=re.MULTILINE)
     setup = aws["setup_commands"]
     assert any(re.search(r"cd ~/project && (\w+=\S+ )*bash setup\.sh$", c) for c in setup)
     # The version check the nodes run, run here with this venv's Python: it passes on 2.60.0.

@@ -103,8 +103,9 @@ def test_cli_bad_input_is_one_paragraph_without_traceback(tmp_path):
     out = _cli("nafnet_fewshot", "--quick", "--data", str(tmp_path / "missing"))
     assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
     # Unmatched names.
-    from platform.data.io import write_image
     import numpy as np
+
+    from platform.data.io import write_image
 
     d = tmp_path / "d"
     write_image(d / "input" / "a.png", np.zeros((80, 80, 3)))

@@ -104,7 +104,7 @@ def test_searchable_leaves_resolve_to_a_plain_value():
 def test_offline_copies_are_exact_and_only_for_training():
     img, m = _labels(16, 20)
     pairs = [Pair("a", img, m), Pair("b", img[::-1].copy(), m[::-1].copy())]
-    out = with_offline_copies(pairs, 3)  # POC-5.8: + hflip, + vflip, + rot90
+    out = with_offline_copies(pairs, 3)  # + hflip, + vflip, + rot90
     assert [p.name for p in out] == ["a", "b", "a~hflip", "b~hflip", "a~vflip", "b~vflip", "a~rot90", "b~rot90"]
     np.testing.assert_array_equal(out[2].target, m[:, ::-1])
     np.testing.assert_array_equal(out[6].input, np.rot90(img))

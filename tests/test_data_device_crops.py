@@ -11,9 +11,9 @@ from platform.data.augment import PairedAugment
 from platform.data.device_crops import DeviceCrops, make_device_crops, unsupported_reason
 from platform.data.paired import CropDataset, Pair
 from platform.errors import ConfigError
+from platform.search.presets import cpu_nafnet
 from platform.train.loop import train_loop
 from platform.train.session import Session
-from platform.search.presets import cpu_nafnet
 
 
 def _pairs() -> list[Pair]:

@@ -148,7 +148,7 @@ def test_hierarchy_maps_fine_to_coarse_and_binary(tmp_path):
     assert t["coarse"].tolist() == [[0, 1, 1, 255]] and t["binary"].tolist() == [[0, 1, 1, 255]]
     task = _task("hierarchical_segmentation", tmp_path)
     assert task.model_kwargs() == {"in_channels": 3, "classes": 3, "coarse_classes": 2, "binary_classes": 2}
-    x, y = task.train_dataset()[0]
+    _x, y = task.train_dataset()[0]
     assert set(y) == {"binary", "coarse", "fine"} and y["fine"].shape == (16, 16)
     # Every level's labels are the class map of the fine labels of the same crop.
     lut = spec.levels["coarse"].lut

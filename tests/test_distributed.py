@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from netutil import free_ports
 from platform.config import load_spec
 from platform.errors import ConfigError
 from platform.search import SearchOptions, run_search
-from netutil import free_ports
 from platform.search.presets import cpu_nafnet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,9 +122,9 @@ def s3_endpoint(monkeypatch):
     storage uses), so ``s3://bucket/prefix`` reaches moto from the driver and from every node
     started after this fixture (nodes inherit the environment).
     """
-    from moto.server import ThreadedMotoServer
-
     import logging
+
+    from moto.server import ThreadedMotoServer
 
     monkeypatch.setattr(logging.getLogger("werkzeug"), "level", logging.WARNING)  # one line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -383,7 +383,7 @@ def test_ray_job_submit_with_working_dir_runs_a_search(token_head, tmp_path):
     from ray.job_submission import JobStatus
 
     space = _tiny_space_file(tmp_path, "job_wd_tiny")
-    tracking, env_vars = _tracking_env(tmp_path)
+    _, env_vars = _tracking_env(tmp_path)
     status, logs = _run_job(token_head["client"],
                             f"python -m platform.search {space} --quick --max-trials 1 --storage {tmp_path / 'r'}",
                             {"working_dir": str(REPO), "excludes": [".git", ".venv", "mlruns", ".cache"],
@@ -421,7 +421,7 @@ def test_nan_loss_in_a_ddp_run_ends_it_at_once_without_a_restart(local_ray, tmp_
     assert result.checkpoint is None  # stopped in epoch 1: nothing reported, nothing restarted from
 
     # The trial's side: the same return value becomes the error the driver classifies as nan-loss.
-    import trainables.fewshot as fewshot
+    from trainables import fewshot
 
     class FakeTrainer:
         def __init__(self, *args, **kwargs):
@@ -452,8 +452,8 @@ def _instrumented_worker(config: dict) -> None:
 
     import ray.train
 
-    import platform.train.loop as loop
     from platform.data import paired
+    from platform.train import loop
     from trainables.fewshot import train_loop_per_worker
 
     rank = ray.train.get_context().get_world_rank()
@@ -584,8 +584,8 @@ def _resumable_worker(config: dict) -> None:
 
     import ray.train
 
-    import platform.train.loop as loop
     from platform.data import paired
+    from platform.train import loop
     from trainables.fewshot import train_loop_per_worker
 
     folder = _Path(config["_test_record_dir"])
@@ -640,7 +640,7 @@ def _resumable_worker(config: dict) -> None:
 
 def _trial_with_resumable_workers(config: dict) -> None:
     """The search's own trainable (``run_trial`` -> ``_run_torch_trainer``), its Train workers instrumented."""
-    import trainables.fewshot as fewshot
+    from trainables import fewshot
 
     fewshot.train_loop_per_worker = _resumable_worker
     fewshot.run_trial(config)

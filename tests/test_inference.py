@@ -18,6 +18,7 @@ from platform.inference import (
     tiled_predict,
     tta_predict,
 )
+from platform.tasks import predictor as task_predictor
 from test_inference_helpers import astronaut, tiny_config, tiny_model
 
 
@@ -230,28 +231,47 @@ class Heads(nn.Module):
 def test_predictor_segmentation_masks_are_the_argmax(seg_tasks):
     model = LocalConvNet(out_channels=5).eval()
     img = astronaut((50, 70))
-    out = Predictor(model, {"task": {"name": "t_seg"}}).run(img)
+    out = task_predictor(model, {"task": {"name": "t_seg"}}).run(img)
     x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None] * 2 - 1
     with torch.no_grad():
         logits = model(x)[0]
     assert out["mask"].shape == (50, 70)
     assert np.array_equal(out["mask"], logits.argmax(0).numpy())
     assert np.allclose(out["probs"].sum(-1), 1.0, atol=1e-5)
-    binary = Predictor(LocalConvNet(out_channels=1).eval(), {"task": {"name": "t_seg"}}).run(img)
+    binary = task_predictor(LocalConvNet(out_channels=1).eval(), {"task": {"name": "t_seg"}}).run(img)
     assert set(np.unique(binary["mask"])) <= {0, 1} and binary["probs"].shape == (50, 70, 2)
 
 
 def test_predictor_hierarchical_heads_give_one_mask_per_level(seg_tasks):
-    out = Predictor(Heads().eval(), {"task": {"name": "t_hier"}}, options=InferenceOptions(tile=32, overlap=8)).run(
+    out = task_predictor(Heads().eval(), {"task": {"name": "t_hier"}}, options=InferenceOptions(tile=32, overlap=8)).run(
         astronaut((50, 70)))
     assert sorted(k for k in out if k.startswith("mask/")) == ["mask/coarse", "mask/fine", "mask/mid"]
     assert out["mask/fine"].shape == (50, 70) and out["mask/fine"].max() < 7
     assert out["probs/mid"].shape == (50, 70, 4)
 
 
+def test_predictor_takes_the_output_kind_from_its_caller(seg_tasks):
+    """Inference knows no tasks: a task not named after a kind needs its kind (and output range)
+    from the caller; platform.tasks.predictor looks them up in the task registry."""
+    from platform.errors import ConfigError
+    from platform.tasks import output_range, task_kind
+
+    net = LocalConvNet(out_channels=1).eval()
+    with pytest.raises(ConfigError, match="platform.tasks.predictor"):
+        Predictor(net, {"task": {"name": "t_matte"}})
+    img = astronaut((32, 40))
+    explicit = Predictor(net, {"task": {"name": "t_matte"}}, kind="matting", output_range=(0.0, 1.0)).run(img)
+    assert np.array_equal(explicit["alpha"], task_predictor(net, {"task": {"name": "t_matte"}}).run(img)["alpha"])
+    assert task_kind({"task": {"name": "t_hier"}}) == "hierarchical"
+    assert output_range({"task": {"name": "t_matte"}}) == (0.0, 1.0)
+    assert output_range({"task": {"name": "t_seg"}}) == (-1.0, 1.0)
+    assert task_kind({"task": {"name": "hierarchical_segmentation"}}) == "hierarchical"
+    assert Predictor(net, {"task": {"name": "segmentation"}}).kind == "segmentation"  # named after its kind
+
+
 def test_predictor_matting_and_image_outputs(seg_tasks):
     img = astronaut((32, 40))
-    alpha = Predictor(LocalConvNet(out_channels=1).eval(), {"task": {"name": "t_matte"}}).run(img)["alpha"]
+    alpha = task_predictor(LocalConvNet(out_channels=1).eval(), {"task": {"name": "t_matte"}}).run(img)["alpha"]
     assert alpha.shape == (32, 40) and alpha.min() >= 0 and alpha.max() <= 1
     rgba = np.concatenate([img, np.full((32, 40, 1), 0.25, np.float32)], axis=2)
     out = Predictor(Identity(), {"task": {"name": "img2img"}}).run(rgba)["image"]

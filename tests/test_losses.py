@@ -176,7 +176,7 @@ def test_create_weights_parts_and_total():
     assert float(parts["l1"]) == pytest.approx(float(F.l1_loss(pred, target)), rel=1e-6)
     total.backward()
     assert torch.isfinite(leaf.grad).all()
-    total0, parts0 = loss(target, target)
+    total0, _parts0 = loss(target, target)
     assert float(total0) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -195,7 +195,7 @@ def test_allow_unavailable_drops_and_records(tmp_path, monkeypatch):
     assert set(loss.dropped) == {"lpips", "vgg"}
     assert "alexnet-owt-7be5be79.pth" in loss.dropped["lpips"]
     assert "vgg16-397923af.pth" in loss.dropped["vgg"]
-    total, parts = loss(*_images())
+    _total, parts = loss(*_images())
     assert set(parts) == {"l1"}
     with pytest.raises(ConfigError, match="no loss component is left"):
         create({"lpips": 1.0}, allow_unavailable=True)
@@ -270,7 +270,7 @@ def test_hierarchical_loss_matches_weighted_smp_dice():
         assert float(parts[k]) == pytest.approx(float(ref[k]), rel=1e-5)
     expected = 0.2 * ref["binary"] + 0.3 * ref["coarse"] + 0.5 * ref["fine"]
     assert float(total.detach()) == pytest.approx(float(expected), rel=1e-5)
-    # Default weights are POC-5.5's; a zero-weight level is skipped; per-level specs work.
+    # Default weights are 0.2 / 0.3 / 0.5; a zero-weight level is skipped; per-level specs work.
     assert create_hierarchical().weights == {"binary": 0.2, "coarse": 0.3, "fine": 0.5}
     two = create_hierarchical({"binary": 0.0, "coarse": 1.0, "fine": 1.0},
                               base={"coarse": {"ce": 1.0}, "fine": {"dice": 1.0, "focal": 0.5}})

@@ -11,9 +11,9 @@ from torch import nn
 from platform.config import load_spec
 from platform.losses import LOSSES
 from platform.models import MODELS, register_model
+from platform.search.presets import cpu_nafnet
 from platform.train.loop import build_model, load_checkpoint_state, train_loop
 from platform.train.session import Session
-from platform.search.presets import cpu_nafnet
 
 
 class _TinySeg(nn.Module):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from netutil import free_ports
 
 REPO = Path(__file__).resolve().parent.parent

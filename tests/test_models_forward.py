@@ -2,7 +2,7 @@
 bit-identical eval outputs, parameter counts within the stated ranges.
 
 Inputs are 1x3x77x131 (odd, not a multiple of any model's ``size_multiple``). Models over
-30 GMACs at 256x256 (see the README, "Models") use an odd 1x3x19x27 input instead, MambaIR-base
+30 GMACs at 256x256 (see docs/models.md) use an odd 1x3x19x27 input instead, MambaIR-base
 (1.3 TMACs) 1x3x7x11, to keep the suite fast on 2 CPU cores. CoAtNet/MaxViT encoders only
 accept img_size-sized inputs (multiples of it for MaxViT), so they are built with
 ``img_size=64`` and run on 19x27 (padded to 64x64 inside). UPerNet models run with batch 2

@@ -1,5 +1,5 @@
 """Segmentation models and timm encoders: accepted sizes, pretrained weights through the store,
-no network with pretrained=False, the hierarchical POC-5.5 model, ConvNeXt U-Net options."""
+no network with pretrained=False, the hierarchical (binary/coarse/fine) model, ConvNeXt U-Net options."""
 
 from __future__ import annotations
 

@@ -58,9 +58,9 @@ def test_torch_and_mlflow_work_with_the_package_first_on_the_path(tmp_path):
     code = (
         "import platform, torch, mlflow, numpy;"
         "assert platform.__file__.endswith('platform/__init__.py');"
-        "mlflow.set_tracking_uri('sqlite:///' + r'%s/m.db');"
+        f"mlflow.set_tracking_uri('sqlite:///' + r'{tmp_path}/m.db');"
         "r = mlflow.start_run(); mlflow.log_metric('x', 1.0); mlflow.end_run();"
-        "print(torch.ones(2).sum().item(), platform.system())" % tmp_path
+        "print(torch.ones(2).sum().item(), platform.system())"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -76,7 +76,6 @@ def test_ray_workers_see_our_package_through_working_dir():
         @ray.remote
         def probe():
             import platform
-
             from platform.registry import Registry
 
             return platform.system(), platform.python_version(), Registry.__module__

@@ -16,6 +16,7 @@ import torch
 from platform.data.formats import read_array, write_array
 from platform.inference import InferenceOptions, Predictor
 from platform.predict import main
+from platform.tasks import predictor as task_predictor
 from test_inference_helpers import astronaut, save_checkpoint, tiny_config, tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,7 +257,7 @@ def test_segmentation_writes_index_masks_and_previews(seg_ckpt, tmp_path):
     assert run("--model", folder, "--input", src, "--output", out) == 0
     mask = iio.imread(out)
     assert mask.dtype == np.uint8 and mask.shape == (40, 56)
-    want = Predictor(model, config).run(img.astype(np.float32) / 255)["mask"]
+    want = task_predictor(model, config).run(img.astype(np.float32) / 255)["mask"]
     assert np.array_equal(mask, want) and mask.max() < 4
     preview = iio.imread(tmp_path / "mask.preview.png")
     assert preview.shape == (40, 56, 3)

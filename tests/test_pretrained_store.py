@@ -20,8 +20,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
 from platform.errors import ConfigError
@@ -373,7 +373,7 @@ def test_public_config_is_safe_for_mlflow(env):
 
 
 def test_official_nafnet_release_uploaded_as_documented_loads_strictly_by_preset(s3, env, monkeypatch):
-    """A release in the official format (`{"params": ...}`), uploaded with the README's command
+    """A release in the official format (`{"params": ...}`), uploaded with the command of docs/pretrained.md
     (`--group layer_2 --arch nafnet --state-dict-key params`) to the S3 store, is what
     `create(preset, pretrained=True)` pulls and loads strictly: every tensor, bit for bit."""
     import torch

@@ -99,7 +99,7 @@ def store(tmp_cwd, monkeypatch):
 
 
 def test_worst_regions_find_the_defect_and_do_not_overlap():
-    x, y = frames()
+    _x, y = frames()
     pred = y.copy()
     pred[DEFECT[0]:DEFECT[0] + 64, DEFECT[1]:DEFECT[1] + 64] = 0
     pred[10:40, 10:40] += 0.05  # a smaller, fainter error elsewhere

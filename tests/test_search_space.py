@@ -65,7 +65,7 @@ def test_conditional_space_yields_only_valid_configs():
             with torch.device("meta"):
                 build_model(cfg, {"in_channels": 3, "out_channels": 3})
         searcher.on_trial_complete(tid, {"val_psnr": 20.0 + (i % 7) * 0.1, "training_iteration": 1})
-        if i == 0:  # the first two trials are the points to evaluate (a guide preset, an explicit point)
+        if i == 0:  # the first two trials are the points to evaluate (a preset, an explicit point)
             assert (arch, size, cfg["optimizer"]["lr"]) == ("nafnet", "small", 5.0e-4)
         if i == 1:
             assert (arch, size, cfg["loss"]["ssim"], cfg["loss"]["laplacian"]) == ("convnext_unet", "nano", 0.0, 0.1)
@@ -135,6 +135,9 @@ def _bohb_spec():
 
 
 def test_bohb_suggests_inside_the_space():
+    for name in ("hpbandster", "ConfigSpace"):
+        pytest.importorskip(name, reason="BOHB's optional packages are absent: .venv/bin/pip install "
+                                         "hpbandster==0.7.4 ConfigSpace==1.2.2 (requirements-test.txt has them)")
     from ray.tune.schedulers.hb_bohb import HyperBandForBOHB
 
     from platform.search.space import SpaceModel, make_scheduler, make_searcher, tuner_param_space
@@ -161,8 +164,17 @@ def test_bohb_without_its_packages_offers_hyperband(monkeypatch):
     from platform.search.space import make_searcher
 
     monkeypatch.setitem(sys.modules, "hpbandster", None)  # import hpbandster -> ImportError
-    with pytest.raises(ConfigError, match="hyperband"):
+    with pytest.raises(ConfigError, match="hyperband") as err:
         make_searcher(_bohb_spec())
+    message = str(err.value)
+    assert ".venv/bin/pip install hpbandster==0.7.4 ConfigSpace==1.2.2" in message and "\n" not in message
+    # The driver says it before Ray starts, with the other checks of the space.
+    from platform.search.driver import check_combination
+    from platform.search.space import SpaceModel
+
+    spec = _bohb_spec()
+    with pytest.raises(ConfigError, match="pip install hpbandster"):
+        check_combination(spec, SpaceModel.from_spec(spec))
 
 
 def test_schedulers_are_selectable():
@@ -315,7 +327,7 @@ def test_lockstep_repeats_report_per_epoch_means():
     order = []
 
     def fake_trainer(config, session):
-        seed, fold = config["train"]["seed"], config["task"].get("fold")
+        fold = config["task"].get("fold")
         for epoch in range(1, 4):
             order.append((epoch, fold))
             session.report({"epoch": epoch, "val_psnr": 10.0 * epoch + fold, "note": "x"}, None)

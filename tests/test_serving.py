@@ -18,8 +18,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from platform.inference import Predictor
 from platform.predict import main as predict_main
+from platform.tasks import predictor as task_predictor
 from test_inference_helpers import astronaut, register, save_checkpoint, tiny_config, tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_pyfunc_segmentation_returns_index_masks(tmp_path, monkeypatch):
         img = astronaut((48, 64))
         masks = pyfunc.predict(np.stack([img, img[::-1].copy()]))
         assert masks.shape == (2, 48, 64) and masks.dtype == np.int64
-        want = Predictor(model, config).run(img)["mask"]
+        want = task_predictor(model, config).run(img)["mask"]
         assert np.array_equal(masks[0], want) and masks.max() < 5
     finally:
         mlflow.set_tracking_uri(previous)

@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from netutil import free_ports
 from tests.netutil import wait_for
 

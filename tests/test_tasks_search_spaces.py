@@ -15,7 +15,7 @@ SPACES = ["convnext_fewshot", "unet_attention_vfx", "artefact_encoders", "artefa
 def _first(node):
     """Resolve every searchable leaf to its first option / lower bound (a valid trial config)."""
     if is_searchable(node):
-        kind, args = next(iter(node.items()))
+        _kind, args = next(iter(node.items()))
         return args[0]
     if isinstance(node, dict):
         return {k: _first(v) for k, v in node.items()}

@@ -3,12 +3,11 @@ the right way (compared with the same network before training)."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
-from platform import models, tasks
+from platform import tasks
 from platform.config import load_spec
 from platform.models import MODELS, register_model
 from platform.train import loop
@@ -17,7 +16,7 @@ from platform.train.session import Session
 
 
 class TinySeg(nn.Module):
-    """A few convolutions; one head, or the three POC-5.5 heads when the level counts are given."""
+    """A few convolutions; one head, or the three hierarchical heads (binary, coarse, fine) when the level counts are given."""
 
     size_multiple = 4
 
@@ -126,7 +125,7 @@ def test_hierarchical_segmentation_damage(tmp_path):
     before = _untrained(cfg)
     reports = _train(cfg, tmp_path)
     last = reports[-1]
-    assert set(k for k in last if k.startswith("train_loss/")) == {"train_loss/binary", "train_loss/coarse",
+    assert {k for k in last if k.startswith("train_loss/")} == {"train_loss/binary", "train_loss/coarse",
                                                                    "train_loss/fine"}
     assert last["train_loss"] < reports[0]["train_loss"]
     for level in ("coarse", "fine"):

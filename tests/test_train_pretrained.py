@@ -14,9 +14,9 @@ import torch
 from platform import models
 from platform.config import load_spec
 from platform.errors import ConfigError
+from platform.search.presets import cpu_nafnet
 from platform.train.loop import load_checkpoint_state, train_loop
 from platform.train.session import Session
-from platform.search.presets import cpu_nafnet
 
 OPTIONS = {"width": 8, "enc_blk_nums": [1, 1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1],
            "drop_out_rate": 0.0}

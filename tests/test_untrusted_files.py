@@ -18,10 +18,10 @@ import torch
 from platform.config import load_spec
 from platform.errors import UserError
 from platform.safeio import UnsafeFileError
+from platform.search.presets import cpu_nafnet
 from platform.train.loop import CHECKPOINT_FILE, load_checkpoint_state, train_loop
 from platform.train.session import Session
 from test_inference_helpers import register, save_checkpoint, tiny_config, tiny_model
-from platform.search.presets import cpu_nafnet
 
 
 class _Payload:

@@ -24,17 +24,13 @@ from typing import Any
 
 from platform.train.loop import NonFiniteLossError, train_loop
 from platform.train.session import RayTrainSession, TuneSession
+from platform.train.trainable import register_trainable, uses_torch_trainer
 
 log = logging.getLogger(__name__)
 
 
 class TrialOutOfMemoryError(RuntimeError):
     """The trial ran out of GPU memory (its config is not retried with the same GPU share)."""
-
-
-def uses_torch_trainer(resources: dict) -> bool:
-    mode = resources.get("mode", "auto")
-    return mode == "train" or (mode == "auto" and int(resources.get("workers", 1)) > 1)
 
 
 def train_loop_per_worker(config: dict) -> dict | None:
@@ -111,8 +107,9 @@ class TrialSession(TuneSession):
 
 
 # --------------------------------------------------------------------------- the trainable
+@register_trainable("fewshot")
 def run_trial(config: dict) -> None:
-    """Ray Tune function trainable."""
+    """Ray Tune function trainable (the search driver finds it by name: ``get_trainable("fewshot")``)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import torch
 

@@ -118,7 +118,7 @@ def run_lockstep(config: dict, k: int, over: str, session: Session, train_fn=Non
             train_fn(replica_config(config, i, k, over), _ReplicaSession(i, lock, resume, device))
         except _Stop:
             pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator, which re-raises it
+        except BaseException as exc:  # handed to the coordinator, which re-raises it
             with lock.cond:
                 if lock.error is None:
                     lock.error = exc

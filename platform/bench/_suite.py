@@ -17,9 +17,9 @@ import queue as queue_lib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -89,7 +89,7 @@ def profile_into(data: dict, step, steps: int, device: torch.device, trace, miss
     """``data["profile"]``: a short profile of ``step`` with its diagnosis (or why it failed)."""
     try:
         prof = profile_steps(step, steps, device, trace)
-    except Exception as exc:  # noqa: BLE001 - a profiler problem must not lose the figures
+    except Exception as exc:  # a profiler problem must not lose the figures
         data["profile"] = {"error": error_text(exc), "missed": missed}
         return
     data["profile"] = {**prof, "missed": missed, "diagnosis": diagnose(prof)}
@@ -205,7 +205,7 @@ def _predictor(ctx: Ctx, s: dict, precision: str, tile: int):
         s["width"], s["height"]), tlc=True))
 
 
-def _time_frames(predictor, frame, frames: int) -> tuple[float, float, "object"]:
+def _time_frames(predictor, frame, frames: int) -> tuple[float, float, object]:
     """(frames/s of ``run``: host frame in and out; frames/s of the network alone on a frame already
     on the device; the output image)."""
     import numpy as np
@@ -363,7 +363,7 @@ def _one_trial(config: dict, steps: int, device: str, root: str, threads: int, b
         end = time.time()
         results.put({"index": index, "start": start, "end": end, "setup_s": setup, "loss": loss,
                      "val_psnr": val.sums.get("val_psnr", 0.0) / max(1, val.count)})
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which records it
+    except BaseException as exc:  # reported to the parent, which records it
         barrier.abort()
         results.put({"index": index, "error": error_text(exc)})
 
@@ -479,7 +479,7 @@ def run_zoo(ctx: Ctx) -> None:
             continue
         try:
             data["rows"].append(measure(name, size, device, crop, batch, steps, warmup))
-        except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM for the largest: recorded, the others go on
+        except Exception as exc:  # e.g. CUDA OOM for the largest: recorded, the others go on
             data["rows"].append({"model": name, "size": size or "-", "error": f"failed: {error_text(exc)[:160]}"})
         if ctx.cuda:
             torch.cuda.empty_cache()
@@ -534,7 +534,7 @@ def _ddp_rank(rank: int, world: int, backend: str, port: int, config: dict, step
         t0 = time.perf_counter()
         float(train_epoch(trial, 1, max_steps=steps)[0])
         results.put({"rank": rank, "steps_per_s": steps / (time.perf_counter() - t0)})
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+    except BaseException as exc:  # reported to the parent
         results.put({"rank": rank, "error": error_text(exc)})
     finally:
         if dist.is_initialized():

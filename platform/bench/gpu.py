@@ -1,4 +1,4 @@
-"""``python -m platform.bench gpu``: every GPU figure the README promises, from one command.
+"""``python -m platform.bench gpu``: every GPU figure of docs/benchmarks.md, from one command.
 
 ::
 
@@ -89,7 +89,7 @@ def _child(name: str, ctx: _suite.Ctx, record: Path) -> None:
     try:
         _suite.RUNS[name](ctx)
         state["status"] = "ok"
-    except BaseException as exc:  # noqa: BLE001 - recorded; the suite goes on
+    except BaseException as exc:  # recorded; the suite goes on
         state["status"] = _status_of(exc)
         state["traceback"] = traceback.format_exc()
         if not state["status"].startswith("skipped"):
@@ -222,7 +222,7 @@ def _disable_broken(names=("segmentation_models_pytorch",)) -> dict[str, str]:
             importlib.import_module(name)
         except ModuleNotFoundError:
             pass
-        except Exception as exc:  # noqa: BLE001 - any failure: left out, and said so in env.json
+        except Exception as exc:  # any failure: left out, and said so in env.json
             broken[name] = _suite.error_text(exc)
             sys.modules[name] = None
             log.warning("%s is installed but does not import (%s): left out", name, broken[name])
@@ -232,11 +232,11 @@ def _disable_broken(names=("segmentation_models_pytorch",)) -> dict[str, str]:
 def _prepare() -> None:
     """Build the sample set and import the trainer once here, not in every (forked) benchmark
     process. Nothing here touches CUDA: a forked child could not use a context made before."""
-    import platform.bench.models  # noqa: F401
-    import platform.bench.predict  # noqa: F401
-    import platform.bench.train  # noqa: F401
-    import platform.config  # noqa: F401
-    import platform.inference  # noqa: F401
+    import platform.bench.models
+    import platform.bench.predict
+    import platform.bench.train
+    import platform.config
+    import platform.inference
     import platform.train.loop  # noqa: F401
     from platform.data.samples import ensure_sample
 

@@ -87,8 +87,8 @@ def measure(name: str, size: str | None, device: torch.device, crop: int, batch:
 
 def format_table(rows: list[dict], args) -> str:
     head = f"{'model':<22} {'size':<14} {'params M':>8} {'prec':>5} {'ms/step':>9} {'img/s':>8} {'peak MB':>9}"
-    lines = [f"forward+backward, batch {args.batch} x 3 x {args.crop}^2, device {args.device}, "
-             f"{args.steps} steps after {args.warmup} warm-up", head]
+    lines = [(f"forward+backward, batch {args.batch} x 3 x {args.crop}^2, device {args.device}, "
+              f"{args.steps} steps after {args.warmup} warm-up"), head]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['model']:<22} {r['size']:<14} failed: {r['error']}")

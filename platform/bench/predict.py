@@ -19,13 +19,13 @@ import argparse
 import json
 import logging
 import os
-import platform as _platform
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+import platform as _platform
 from platform.errors import ConfigError
 
 log = logging.getLogger(__name__)

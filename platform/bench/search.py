@@ -5,7 +5,7 @@ crops) three times on a local Ray:
 
 * ``asha+tpe``: ASHA early stopping (grace 1 epoch, halving) with Optuna TPE (the default);
 * ``random``: Optuna's random sampler, every trial trained to the end (no early stopping);
-* ``grid``: the user's original grid over λ (and lr), every trial trained to the end;
+* ``grid``: the hand-tuned grid over λ (and lr) this platform replaces, every trial trained to the end;
 
 each with the same number of trials, and prints the best validation PSNR each had reached
 against the epochs it had spent (epochs counted in the order they finished, across
@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
 from platform.search.presets import cpu_nafnet
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ def curve(rows: list[dict], metric: str = "val_psnr") -> list[tuple[int, float]]
             continue
         for _, e in df.iterrows():
             v = e[metric]
-            if v == v:
+            if not math.isnan(v):
                 events.append((float(e.get("timestamp", 0)), float(e.get("time_total_s", 0)), float(v)))
     events.sort()
     out, best = [], float("-inf")

@@ -1,7 +1,7 @@
 """``python -m platform.bench startup``: time from a trial being scheduled to its first training step.
 
 Runs tiny one-epoch trials on a local Ray through the real trial function
-(``trainables.fewshot.run_trial``) in three ways: a single-worker trial in the Tune trial's own
+(``trainables.fewshot.run_trial``, found by name through :mod:`platform.train.trainable`) in three ways: a single-worker trial in the Tune trial's own
 process (the platform's default), a single-worker TorchTrainer trial, and a 2-worker DDP
 TorchTrainer trial. Each mode runs ``--repeats`` trials one after another on the same Ray
 instance; the first is "cold" (runtime environment unpacked, imports), the rest "warm". The
@@ -43,11 +43,12 @@ def _space():
 
 
 def measure(modes: list[str], repeats: int, storage: str) -> dict[str, list[float]]:
-    import ray
     from ray import tune
 
     from platform.search.space import param_space
-    from trainables.fewshot import run_trial
+    from platform.train.trainable import get_trainable
+
+    run_trial = get_trainable("fewshot")
 
     spec = _space()
     starts: dict[str, float] = {}

@@ -209,7 +209,7 @@ def _compiled(bench: TrainBench, args, info: dict, deadline: float | None, flops
     try:
         bench.add_compiled()
         info[COMPILED] = bench.warm_up(COMPILED)  # compiles: outside the timed rounds
-    except Exception as exc:  # noqa: BLE001 - e.g. no C compiler for Triton: the eager figures stand
+    except Exception as exc:  # e.g. no C compiler for Triton: the eager figures stand
         log.warning("torch.compile failed: %s", exc)
         return {"status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
     log.info("torch.compile warm-up: %.1f s", info[COMPILED]["warmup_s"])

@@ -23,7 +23,7 @@ Three albumentations pipelines run in order on every training crop:
     blur: {p: 0.0, max_kernel: 5}
     noise: {p: 0.0, std: 0.03}     # maximum noise standard deviation (images in [0, 1])
     photometric_on: null          # input | both | null (the task's default)
-    offline_copies: 0             # POC-5.8 offline multiplier: 3 = +hflip, +vflip, +rot90 copies
+    offline_copies: 0             # offline data multiplier: 3 = +hflip, +vflip, +rot90 copies
     extra: []                     # more albumentations transforms: [{type: CLAHE, p: 0.2, clip_limit: 2}]
 
 Determinism: a crop's augmentation is a pure function of the seed handed to

@@ -17,7 +17,7 @@ Only geometric flip/rotate augmentation of image targets is supported; any other
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch

@@ -34,10 +34,10 @@ from pathlib import Path
 # Must be set before the first ``import cv2`` anywhere in the process for OpenCV's EXR codec.
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from platform.data.limits import check_image_file  # noqa: E402
-from platform.errors import DataError  # noqa: E402
+from platform.data.limits import check_image_file
+from platform.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -34,12 +34,13 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from platform.data.io import write_image
+from platform.data.photos import photos, resize_max
 from platform.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -50,26 +51,6 @@ SAMPLE_VERSION = {"vfx_grade": 1, "restore": 1, "damage": 1, "matte": 1}
 
 def data_root() -> Path:
     return Path(os.environ.get("PLATFORM_DATA_DIR", ".cache/data")).resolve()
-
-
-def _photos() -> list[tuple[str, np.ndarray]]:
-    """Ten RGB photos (float32 [0, 1]) from scikit-image, of differing resolutions."""
-    import skimage.data as d
-
-    left, right, _ = d.stereo_motorcycle()
-    photos = [
-        ("astronaut", d.astronaut()),
-        ("coffee", d.coffee()),
-        ("chelsea", d.chelsea()),
-        ("rocket", d.rocket()),
-        ("retina", d.retina()),
-        ("hubble", d.hubble_deep_field()),
-        ("ihc", d.immunohistochemistry()),
-        ("motorcycle_left", left),
-        ("motorcycle_right", right),
-        ("camera", np.repeat(d.camera()[:, :, None], 3, axis=2)),
-    ]
-    return [(name, img.astype(np.float32) / 255.0) for name, img in photos]
 
 
 def film_grain(img: np.ndarray, seed: int, strength: float = 0.06) -> np.ndarray:
@@ -103,24 +84,12 @@ def colour_grade(img: np.ndarray) -> np.ndarray:
 
 
 def _build_vfx_grade(out: Path) -> None:
-    for i, (name, photo) in enumerate(_photos()):
+    for i, (name, photo) in enumerate(photos()):
         write_image(out / "input" / f"{i:02d}_{name}.png", film_grain(photo, seed=1000 + i))
         write_image(out / "target" / f"{i:02d}_{name}.png", colour_grade(photo))
 
 
 SAMPLES["vfx_grade"] = _build_vfx_grade
-
-
-def _resize_max(img: np.ndarray, max_side: int) -> np.ndarray:
-    """Area-resample so that the long side is at most ``max_side`` (OpenCV INTER_AREA, deterministic)."""
-    import cv2
-
-    h, w = img.shape[:2]
-    s = max_side / max(h, w)
-    if s >= 1:
-        return img
-    out = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return out.reshape(out.shape[:2] + img.shape[2:])
 
 
 def degrade(img: np.ndarray, seed: int, sigma: float = 1.2, noise: float = 0.04, quality: int = 25) -> np.ndarray:
@@ -132,12 +101,12 @@ def degrade(img: np.ndarray, seed: int, sigma: float = 1.2, noise: float = 0.04,
     x = gaussian_filter(img, sigma=(sigma, sigma, 0))
     x = np.clip(x + noise * rng.standard_normal(x.shape).astype(np.float32), 0, 1)
     u8 = np.round(x * 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    _ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
 
 
 def _build_restore(out: Path) -> None:
-    for i, (name, photo) in enumerate(_photos()):
+    for i, (name, photo) in enumerate(photos()):
         write_image(out / "input" / f"{i:02d}_{name}.png", degrade(photo, seed=2000 + i))
         write_image(out / "target" / f"{i:02d}_{name}.png", photo)
 
@@ -148,13 +117,13 @@ SAMPLES["restore"] = _build_restore
 def _build_damage(out: Path) -> None:
     import yaml
 
-    from platform.data.synth import paint_damage
     from platform.data.formats import write_mask
     from platform.data.segmentation import ARTEFACT_FINE, _default_palette
+    from platform.data.synth import paint_damage
 
     palette = _default_palette(len(ARTEFACT_FINE))
-    for i, (name, photo) in enumerate(_photos()):
-        clean = _resize_max(photo, 384)
+    for i, (name, photo) in enumerate(photos()):
+        clean = resize_max(photo, 384)
         damaged, mask = paint_damage(clean, seed=3000 + i, index=i)
         write_image(out / "input" / f"{i:02d}_{name}.png", damaged)
         write_image(out / "target" / f"{i:02d}_{name}.png", clean)
@@ -171,8 +140,8 @@ SAMPLES["damage"] = _build_damage
 def _build_matte(out: Path) -> None:
     import yaml
 
-    from platform.data.synth import composite_mattes
     from platform.data.formats import write_mask
+    from platform.data.synth import composite_mattes
 
     for name, image, alpha in composite_mattes():
         write_image(out / "images" / f"{name}.png", image)
@@ -236,8 +205,8 @@ def resolve_data(spec: str) -> Path:
 
 def preview(name: str, rows: int = 2, max_side: int = 192) -> np.ndarray:
     """A small uint8 picture of a sample set: ``rows`` items, input | target (or mask / alpha)."""
+    from platform.data.grids import make_grid
     from platform.data.io import to_float
-    from platform.tasks.base import make_grid
 
     folder = ensure_sample(name)
     grids = []

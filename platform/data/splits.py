@@ -16,7 +16,7 @@ trial of a search sees the same split.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def split_names(names: Sequence[str], *, holdout: int | Sequence[str] | None = 2
     elif fraction is not None:
         if not 0 < float(fraction) < 1:
             raise DataError(f"task.val_fraction is {fraction}; it must be strictly between 0 and 1.")
-        k = max(1, int(round(float(fraction) * n)))
+        k = max(1, round(float(fraction) * n))
         if k >= n:
             raise DataError(f"task.val_fraction {fraction} of {n} items holds out all of them; lower it or add data.")
         val = {names[i] for i in np.random.default_rng(seed).permutation(n)[:k]}

@@ -302,11 +302,11 @@ def composite_mattes(count: int = 10, max_side: int = 384, seed: int = 4000) -> 
     """``count`` composites (name, RGB float, alpha float HxWx1) of foregrounds over other photos."""
     import cv2
 
-    from platform.data.samples import _photos, _resize_max
+    from platform.data.photos import photos, resize_max
 
     rng = np.random.default_rng(seed)
     fgs = foregrounds()
-    backgrounds = [(n, _resize_max(p, max_side)) for n, p in _photos() if n not in ("astronaut", "chelsea")]
+    backgrounds = [(n, resize_max(p, max_side)) for n, p in photos() if n not in ("astronaut", "chelsea")]
     items = []
     for i in range(count):
         fname, fg, alpha = fgs[i % len(fgs)]

@@ -9,10 +9,11 @@ each file name (``shot.0009.exr`` before ``shot.0010.exr``, whatever the zero pa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def frame_files(folder: str | Path) -> list[Path]:
     if len(set(numbers)) != len(numbers):
         dup = sorted({n for n in numbers if numbers.count(n) > 1})
         raise DataError(f"frame folder {folder} has several files for frame number(s) {dup[:10]}; keep one per frame.")
-    gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
+    gaps = [(a, b) for a, b in itertools.pairwise(numbers) if b != a + 1]
     if gaps:
         log.warning("frame folder %s skips frame numbers (e.g. %d -> %d)", folder, *gaps[0])
     return [p for _, p in numbered]

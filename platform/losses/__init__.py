@@ -9,24 +9,26 @@ Public interface (used by the common trainer)::
     total, parts = loss(pred, target)             # weighted scalar, {name: unweighted detached}
     loss.weights                                  # active components only
 
-    from platform.losses import create_hierarchical   # POC-5.5 multi-head loss
+    from platform.losses import create_hierarchical   # one loss per head of a hierarchical model
     h = create_hierarchical({"binary": 0.2, "coarse": 0.3, "fine": 0.5}, base={"dice": 1.0})
     total, parts = h({"binary": b, "coarse": c, "fine": f}, {"binary": tb, ...})
 
 Image components (pred/target in [-1, 1]): l1, mse, charbonnier, psnr, ssim, ms_ssim,
 laplacian, sobel, fft, lpips, vgg. Segmentation components (logits vs labels): bce,
 ce, dice, focal, tversky, lovasz. Presets: ``create("background_removal")``,
-``create("vfx_hybrid")``. See the README, "Losses and metrics".
+``create("vfx_hybrid")``. See docs/losses-and-metrics.md.
 """
 
 from __future__ import annotations
 
+from platform.losses import (
+    image as _image,  # noqa: F401  (registers components)
+    perceptual as _perceptual,  # noqa: F401
+    segmentation as _segmentation,  # noqa: F401
+)
 from platform.losses.base import LOSSES, register_loss
-from platform.losses import image as _image  # noqa: F401  (registers components)
-from platform.losses import perceptual as _perceptual  # noqa: F401
-from platform.losses import segmentation as _segmentation  # noqa: F401
 from platform.losses.hybrid import (
-    POC55_LEVEL_WEIGHTS,
+    DEFAULT_LEVEL_WEIGHTS,
     PRESETS,
     HierarchicalLoss,
     HybridLoss,
@@ -35,8 +37,8 @@ from platform.losses.hybrid import (
 )
 
 __all__ = [
+    "DEFAULT_LEVEL_WEIGHTS",
     "LOSSES",
-    "POC55_LEVEL_WEIGHTS",
     "PRESETS",
     "HierarchicalLoss",
     "HybridLoss",

@@ -26,11 +26,12 @@ import inspect
 import logging
 import math
 import numbers
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from platform.errors import ConfigError
 from platform.losses.base import LOSSES
@@ -42,7 +43,7 @@ INPUTS = ("identity", "sigmoid", "softmax")
 _RESERVED = ("weight", "type", "input")
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # the user's concepts_and_metrics.md "Función de Pérdida Compuesta": a*BCE + b*Dice + c*Perceptual + d*Edge with
+    # the composite background-removal loss a*BCE + b*Dice + c*Perceptual + d*Edge with
     # a=1.0, b=1.0, c=0.5, d=0.3; perceptual (VGG) and edge (Sobel) terms score the predicted
     # mask sigmoid(logits) against the true mask, both mapped to [-1, 1].
     "background_removal": {
@@ -51,8 +52,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vgg": {"weight": 0.5, "input": "sigmoid"},
         "sobel": {"weight": 0.3, "input": "sigmoid"},
     },
-    # The VFX article's hybrid L1 + LPIPS + Laplacian + SSIM; the article gives no lambdas,
-    # these are the platform's starting point for the search.
+    # The hybrid image loss L1 + LPIPS + Laplacian + SSIM for VFX looks; these lambdas are the
+    # platform's starting point for the search (not tuned values).
     "vfx_hybrid": {"l1": 1.0, "lpips": 0.1, "laplacian": 0.5, "ssim": 0.2},
 }
 
@@ -227,11 +228,12 @@ def create(spec: Mapping[str, Any] | str, *, allow_unavailable: bool = False) ->
     return HybridLoss(components, weights, inputs, dropped, normalised)
 
 
-POC55_LEVEL_WEIGHTS = {"binary": 0.2, "coarse": 0.3, "fine": 0.5}
+# Default level weights of the hierarchical loss: the fine level (the primary metric) weighs most.
+DEFAULT_LEVEL_WEIGHTS = {"binary": 0.2, "coarse": 0.3, "fine": 0.5}
 
 
 class HierarchicalLoss(nn.Module):
-    """POC-5.5 multi-head loss ``sum_l w_l * L_l(pred[l], target[l])`` (default 0.2/0.3/0.5).
+    """Multi-head loss ``sum_l w_l * L_l(pred[l], target[l])`` (default 0.2/0.3/0.5).
 
     ``forward(preds, targets)`` takes dicts keyed by level (``"binary"``, ``"coarse"``,
     ``"fine"``) and returns ``(total, parts)`` with ``parts[level]`` = that level's
@@ -264,20 +266,20 @@ class HierarchicalLoss(nn.Module):
 
 def create_hierarchical(
     level_weights: Mapping[str, Any] | None = None,
-    base: Mapping[str, Any] | str = None,
+    base: Mapping[str, Any] | str | None = None,
     *,
     allow_unavailable: bool = False,
 ) -> HierarchicalLoss:
-    """Build the POC-5.5 hierarchical loss.
+    """Build the hierarchical (binary / coarse / fine) loss.
 
     ``level_weights``: level -> weight (default ``{"binary": 0.2, "coarse": 0.3, "fine":
     0.5}``); levels with weight 0 are skipped. ``base``: the loss spec used at every level
-    (default ``{"dice": 1.0}``, POC-5.5's DiceLoss; mode "auto" makes a 1-channel head
+    (default ``{"dice": 1.0}``, a Dice loss; mode "auto" makes a 1-channel head
     binary and a C-channel head multiclass), or a dict keyed by level name giving each
     level its own spec.
     """
     if level_weights is None:
-        level_weights = POC55_LEVEL_WEIGHTS
+        level_weights = DEFAULT_LEVEL_WEIGHTS
     if base is None:
         base = {"dice": 1.0}
     if not isinstance(level_weights, Mapping) or not level_weights:

@@ -10,11 +10,11 @@ whose value depends on the value interval say how they treat it (``psnr``, ``ssi
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from platform.errors import ConfigError
 from platform.losses.base import check_same_shape, fp32_forward, register_loss
@@ -220,7 +220,7 @@ _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
 def sobel_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel Sobel derivatives (replicate padding, unscaled kernels as in the user's concepts_and_metrics.md)."""
+    """Per-channel Sobel derivatives (replicate padding, unscaled [-1 0 1; -2 0 2; -1 0 1] kernels)."""
     channels = x.shape[1]
     kx = _SOBEL_X.to(device=x.device, dtype=x.dtype)
     weight = torch.stack([kx, kx.t()]).unsqueeze(1).repeat(channels, 1, 1, 1)  # (2C, 1, 3, 3)

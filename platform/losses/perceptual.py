@@ -28,12 +28,12 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from platform.errors import ConfigError
 from platform.losses.base import check_same_shape, register_loss
@@ -166,7 +166,7 @@ def _to_rgb(x: torch.Tensor, name: str) -> torch.Tensor:
 class _FrozenNet(nn.Module):
     """Keeps its pretrained sub-network in eval mode whatever ``.train()`` says."""
 
-    def train(self, mode: bool = True) -> "_FrozenNet":
+    def train(self, mode: bool = True) -> _FrozenNet:
         super().train(mode)
         for module in self.children():
             module.eval()

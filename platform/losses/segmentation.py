@@ -20,11 +20,11 @@ float32 with autocast off.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from platform.losses.base import fp32_forward, register_loss
 

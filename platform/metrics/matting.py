@@ -130,8 +130,8 @@ def gradient_error(
     replicate padding) as in the Composition-1k evaluation (Xu et al. 2017, Rhemann et
     al. 2009); the error is ``sum (|grad a_pred| - |grad a_true|)^2`` over the image or
     ``region`` (``squared=True``, the benchmark's definition, reported there /1000), or
-    ``sum ||grad a_pred| - |grad a_true||`` with ``squared=False`` (the absolute form
-    in the user's concepts_and_metrics.md).
+    ``sum ||grad a_pred| - |grad a_true||`` with ``squared=False`` (the absolute form,
+    less dominated by a few strong edges).
     """
     p, t = _pair(pred, target, data_range, "gradient_error")
     if p.shape[1] != 1:

@@ -78,10 +78,9 @@ def _labels_from_target(target: torch.Tensor, name: str) -> torch.Tensor:
     if target.ndim != 3:
         raise ValueError(f"{name}: target must hold class labels of shape (B, H, W) or (B, 1, H, W), "
                          f"got {tuple(target.shape)}")
-    if target.is_floating_point():
-        if not torch.equal(target, target.round()):
-            raise ValueError(f"{name}: target holds non-integer values; pass class labels (threshold soft "
-                             "masks first, e.g. (alpha > 0.5).long())")
+    if target.is_floating_point() and not torch.equal(target, target.round()):
+        raise ValueError(f"{name}: target holds non-integer values; pass class labels (threshold soft "
+                         "masks first, e.g. (alpha > 0.5).long())")
     return target.long()
 
 

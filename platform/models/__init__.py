@@ -15,23 +15,25 @@ and W are multiples of it need no internal padding; all models also accept other
 pad/crop internally). ``python -m platform.models`` prints the parameter / MAC table.
 """
 
+# Importing the architecture modules registers their factories (imported for that side effect only).
+from platform.models import (
+    convnext_unet as _convnext_unet,  # noqa: F401
+    lut3d as _lut3d,  # noqa: F401
+    mambair as _mambair,  # noqa: F401
+    nafnet as _nafnet,  # noqa: F401
+    swinir as _swinir,  # noqa: F401
+    unet as _unet,  # noqa: F401
+)
 from platform.models._registry import MODELS, available, create, register_model
 
-# Importing the architecture modules registers their factories.
-from platform.models import nafnet as _nafnet  # noqa: E402,F401
-from platform.models import convnext_unet as _convnext_unet  # noqa: E402,F401
-from platform.models import unet as _unet  # noqa: E402,F401
-from platform.models import swinir as _swinir  # noqa: E402,F401
-from platform.models import mambair as _mambair  # noqa: E402,F401
-from platform.models import lut3d as _lut3d  # noqa: E402,F401
 try:  # segmentation_models_pytorch is optional: without it the image-to-image models still work
-    from platform.models import segmentation as _segmentation  # noqa: E402,F401
+    from platform.models import segmentation as _segmentation  # noqa: F401
 except ModuleNotFoundError as _exc:
     if _exc.name != "segmentation_models_pytorch":
         raise
     import logging as _logging
 
     _logging.getLogger(__name__).info("segmentation models not registered: %s", _exc)
-from platform.models.nafnet import load_official_checkpoint, to_tlc  # noqa: E402
+from platform.models.nafnet import load_official_checkpoint, to_tlc
 
-__all__ = ["MODELS", "available", "create", "register_model", "load_official_checkpoint", "to_tlc"]
+__all__ = ["MODELS", "available", "create", "load_official_checkpoint", "register_model", "to_tlc"]

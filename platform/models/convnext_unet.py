@@ -1,7 +1,7 @@
 """ConvNeXt U-Net: a timm ConvNeXt encoder with a light U-Net decoder, full-resolution output.
 
 Encoder: ``timm.create_model("convnext_<size>", features_only=True)`` (stages at 1/4 ... 1/32;
-``drop_path_rate`` is timm's stochastic depth, defaults per size from the user's guide:
+``drop_path_rate`` is timm's stochastic depth, more for larger encoders:
 nano 0.05, tiny 0.10, small 0.15, base 0.20). ConvNeXt's patchify stem starts at 1/4, so
 two shallow convolutional stems (full and half resolution) provide the fine skips that
 image-to-image work needs. Decoder stage = bilinear x2 upsampling, concatenation with the
@@ -12,7 +12,7 @@ stride). A global residual (``out = x + head(...)``) is used when in and out cha
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import timm
 import torch

@@ -24,7 +24,7 @@ of O(L * D * N).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from platform.models._utils import check_channels, identity_start, no_pretrained
 
 try:  # optional fused CUDA kernel
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_selective_scan_fn
-except Exception:  # noqa: BLE001 - any import problem means "not available"
+except Exception:  # any import problem means "not available"
     _mamba_selective_scan_fn = None
 
 # Elements of one (batch, D, segment, N) state tensor processed at once by the pure-PyTorch scan.
@@ -72,7 +72,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def _scan_segment(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,  # noqa: N803
+def _scan_segment(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                   h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One segment: u, delta (b, D, l); A (D, N); B, C (b, G, N, l); h0 (b, D, N) or None -> y (b, D, l), h_last."""
     bsz, dim, length = u.shape
@@ -88,8 +88,8 @@ def _scan_segment(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
     return y.reshape(bsz, dim, length), h[..., -1, :]
 
 
-def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,  # noqa: N803
-                   D: torch.Tensor | None = None, z: torch.Tensor | None = None,  # noqa: N803
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                    delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
                    return_last_state: bool = False, segment_elements: int | None = None, use_kernel: bool = True):
     """Mamba selective scan with the signature of ``mamba_ssm``'s ``selective_scan_fn``.
@@ -131,7 +131,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     return (y, h) if return_last_state else y
 
 
-def selective_scan_sequential(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,  # noqa: N803
+def selective_scan_sequential(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                               return_last_state=False):
     """Step-by-step reference of :func:`selective_scan` (slow; for tests)."""
     u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))

@@ -23,8 +23,9 @@ model for training.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,7 @@ class SimpleGate(nn.Module):
 
 
 class NAFBlock(nn.Module):
-    def __init__(self, c: int, DW_Expand: int = 2, FFN_Expand: int = 2, drop_out_rate: float = 0.0):  # noqa: N803
+    def __init__(self, c: int, DW_Expand: int = 2, FFN_Expand: int = 2, drop_out_rate: float = 0.0):
         super().__init__()
         dw_channel = c * DW_Expand
         self.conv1 = nn.Conv2d(c, dw_channel, kernel_size=1, padding=0, stride=1, groups=1, bias=True)
@@ -275,7 +276,7 @@ def load_official_checkpoint(
         state = ckpt["params_ema"]
     else:
         state = ckpt
-    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -301,8 +302,8 @@ def load_official_checkpoint(
 
 # --------------------------------------------------------------------- registry
 
-# Named sizes for the platform's few-shot searches (parameters measured, see the README, "Models");
-# drop_out_rate defaults follow the user's guide (small 0.10, base 0.05, large 0.0).
+# Named sizes for the platform's few-shot searches (parameters measured, see docs/models.md);
+# drop_out_rate: the smaller the model, the more dropout (small 0.10, base 0.05, large 0.0).
 NAFNET_SIZES: dict[str, dict[str, Any]] = {
     "small": dict(width=32, enc_blk_nums=[1, 1, 1, 24], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1], drop_out_rate=0.10),
     "base": dict(width=32, enc_blk_nums=[2, 2, 4, 8], middle_blk_num=12, dec_blk_nums=[2, 2, 2, 2], drop_out_rate=0.05),
@@ -327,7 +328,7 @@ OFFICIAL_TRAIN_SIZE = (256, 256)
 
 
 def pretrained_key(preset: str) -> str:
-    """Store key of an official checkpoint where the user's store keeps it (``layer_2/nafnet/``,
+    """Store key of an official checkpoint in the pretrained store (``layer_2/nafnet/``,
     where ``python -m platform.pretrained upload FILE --group layer_2 --arch nafnet`` puts it),
     e.g. ``layer_2/nafnet/NAFNet-SIDD-width64.pth``."""
     return f"layer_2/nafnet/{NAFNET_PRESETS[preset]['file']}"

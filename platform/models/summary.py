@@ -11,8 +11,8 @@ and runs in seconds even for 100M-parameter models at high resolution.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -61,7 +61,7 @@ def model_rows(names: Iterable[str] | None = None, resolution: int = 256, device
             if macs:
                 try:
                     mac = count_macs(model, (1, in_ch, resolution, resolution), device=device)
-                except Exception as exc:  # noqa: BLE001 - a row without MACs is still useful
+                except Exception as exc:  # a row without MACs is still useful
                     note = f"MACs failed: {type(exc).__name__}: {exc}"[:120]
                     log.warning("%s/%s: %s", name, size, note)
             rows.append(ModelRow(name, size, meta["kind"], params, mac, note))

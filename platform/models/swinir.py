@@ -15,7 +15,7 @@ non-persistent buffer and masks are not stored, so only learnable tensors are in
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

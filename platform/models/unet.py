@@ -5,7 +5,7 @@ internally), BatchNorm after every 3x3 conv, no dropout. By default (``residual=
 channels in and out) the output is ``x + head(features)`` with the head zeroed, so the untrained
 network returns its input; ``residual=False`` gives the classic ``tanh`` output that keeps the
 [-1, 1] image range (``final_activation="none"`` gives raw outputs). Sizes:
-``base`` = 64 base filters (64...1024, the classic ~31M U-Net of the user's comparison),
+``base`` = 64 base filters (64...1024, the classic ~31M U-Net),
 ``small`` = 32 base filters.
 
 Attention gates follow Oktay et al. "Attention U-Net: Learning Where to Look for the

@@ -74,5 +74,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Cache", "ChecksumMismatchError", "FetchResult", "LocalStore", "S3Store", "Store", "StoreError",
     "WeightMeta", "WeightsUnavailableError", "configured_store", "local_dir", "make_key", "open_store",
-    "public_config", "pull", "resolve", "store_root", *_LAZY,
+    "public_config", "pull", "resolve", "store_root",
 ]
+__all__ += list(_LAZY)  # the lazily imported names (see __getattr__)

@@ -8,8 +8,8 @@
     python -m platform.pretrained info   KEY
 
 Global options ``--store s3://models/pretrained_models --endpoint http://minio:9000 --region R
---cache DIR`` override ``PLATFORM_PRETRAINED_STORE/_ENDPOINT/_REGION/_CACHE``. ``setup`` and
-``upload`` replace the user's ``setup_pretrained_folders.py`` and ``upload_local_models.py``.
+--cache DIR`` override ``PLATFORM_PRETRAINED_STORE/_ENDPOINT/_REGION/_CACHE``. ``setup`` creates
+the store's folder layout; ``upload`` copies local weight files into it with their metadata.
 Credentials come from the standard AWS chain only and are never printed.
 """
 
@@ -19,8 +19,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from platform.errors import ConfigError, cli_main
 from platform.pretrained._scrub import install_log_scrubber, scrub

@@ -15,8 +15,9 @@ import logging
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from platform.errors import ConfigError, UserError
 from platform.pretrained._scrub import install_log_scrubber, register_secrets, scrub, scrub_url
@@ -437,6 +438,5 @@ def open_store(url: str | os.PathLike | None, *, endpoint_url: str | None = None
             f"pretrained store {scrub(text)!r}: only s3:// URLs (AWS S3, MinIO) and local folders are "
             "supported; set PLATFORM_PRETRAINED_STORE to e.g. s3://models/pretrained_models."
         )
-    if text.startswith("file://"):
-        text = text[len("file://"):]
+    text = text.removeprefix("file://")
     return LocalStore(text)

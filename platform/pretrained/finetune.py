@@ -28,8 +28,9 @@ Adam's moment estimates still update during the frozen epochs).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -64,7 +65,7 @@ class FinetuneOptions:
             raise ConfigError(f"finetune.freeze_mode = {self.freeze_mode!r}: use 'requires_grad' or 'lr'.")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str = "finetune") -> "FinetuneOptions":
+    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str = "finetune") -> FinetuneOptions:
         """Options from a YAML/search-space mapping; unknown fields are a :class:`ConfigError`."""
         data = dict(data or {})
         known = {f.name for f in fields(cls)}

@@ -22,8 +22,9 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 from platform.registry import Registry
 

@@ -32,9 +32,10 @@ import logging
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -222,7 +223,7 @@ def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> An
         return load_file(str(path), device="cpu")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as exc:
+    except Exception as exc:  # torch.load raises many types; each is re-raised with the file named
         if weights_only and "Unsupported global" in str(exc):
             raise ConfigError(
                 f"checkpoint {path} contains pickled Python objects besides tensors, which are not loaded "

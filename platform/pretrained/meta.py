@@ -1,7 +1,7 @@
 """Weight-file metadata (``<file>.meta.json`` beside every weight file) and store keys.
 
 A *key* names a weight file inside a store, relative to the store root:
-``<group>/<architecture>/<file>`` for the user's models (``layer_2/nafnet/NAFNet-SIDD-width64.pth``)
+``<group>/<architecture>/<file>`` for the project's own models (``layer_2/nafnet/NAFNet-SIDD-width64.pth``)
 or ``<group>/<file>`` for third-party mirrors (``torchvision/alexnet-owt-7be5be79.pth``,
 ``timm/resnet34.a1_in1k.pth``).
 
@@ -16,9 +16,10 @@ import datetime as _dt
 import hashlib
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from platform.errors import ConfigError
 
@@ -76,7 +77,7 @@ def sha256_file(path: str | Path, *, progress: Callable[[int], Any] | None = Non
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -108,7 +109,7 @@ class WeightMeta:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str | bytes, *, where: str) -> "WeightMeta":
+    def from_json(cls, text: str | bytes, *, where: str) -> WeightMeta:
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -116,7 +117,7 @@ class WeightMeta:
         return cls.from_mapping(data, where=where)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, where: str) -> "WeightMeta":
+    def from_mapping(cls, data: Mapping[str, Any], *, where: str) -> WeightMeta:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}.")
         sha = data.get("sha256")

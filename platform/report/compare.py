@@ -48,7 +48,7 @@ def _load_png(client, run_id: str, path: str) -> np.ndarray | None:
 
     try:
         local = client.download_artifacts(run_id, path)
-    except Exception:
+    except Exception:  # no such artefact (or no store): the comparison goes without it
         return None
     with Image.open(local) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
@@ -58,7 +58,7 @@ def floor_images(client, parent_id: str) -> dict[str, np.ndarray]:
     """``floors/*.png`` of the parent run, keyed by name (``input`` and ``target`` included)."""
     try:
         paths = [a.path for a in client.list_artifacts(parent_id, "floors") if a.path.endswith(".png")]
-    except Exception:
+    except Exception:  # no floors logged (or no store): the comparison goes without them
         return {}
     out = {}
     for p in sorted(paths):
@@ -80,7 +80,7 @@ def model_versions(client, name: str, best_run_id: str, mode: str):
     """(champion, runner-up) registered versions for this search; either may be None."""
     try:
         versions = list(client.search_model_versions(f"name = '{name}'"))
-    except Exception:
+    except Exception:  # no registry here: no versions to compare
         return None, None
     champion = next((v for v in versions if v.run_id == best_run_id), None)
     if champion is None:

@@ -49,7 +49,7 @@ class TrialData:
             return "early-stopped"
         if s.startswith("stopped by budget"):
             return "budget"
-        if s.startswith("failed") or s.startswith("error"):
+        if s.startswith(("failed", "error")):
             return "failed"
         return "other"
 
@@ -126,7 +126,7 @@ def _searched_keys(client, parent_id: str) -> list[str]:
         local = client.download_artifacts(parent_id, "resolved_spec.json")
         cfg = json.loads(Path(local).read_text())
         return SpaceModel({k: cfg[k] for k in SECTIONS_IN_TRIAL if k in cfg}).searched_paths()
-    except Exception:
+    except Exception:  # no resolved spec logged (an older or failed search): no searched paths
         return []
 
 
@@ -138,7 +138,7 @@ def _log_keys(client, parent_id: str) -> set[str]:
         cfg = json.loads(Path(local).read_text())
         model = SpaceModel({k: cfg[k] for k in SECTIONS_IN_TRIAL if k in cfg})
         return {p.path for p in model.params.values() if p.kind == "loguniform"}
-    except Exception:
+    except Exception:  # no resolved spec logged (an older or failed search): linear axes
         return set()
 
 
@@ -187,9 +187,9 @@ def validation_grid(client, run_id: str) -> bytes | None:
     """The last validation grid PNG logged by a trial run."""
     try:
         arts = [a.path for a in client.list_artifacts(run_id, "validation") if a.path.endswith(".png")]
-    except Exception:
+    except Exception:  # no artefacts (or no store): the report goes without the grid
         return None
     if not arts:
         return None
-    local = client.download_artifacts(run_id, sorted(arts)[-1])
+    local = client.download_artifacts(run_id, max(arts))
     return Path(local).read_bytes()

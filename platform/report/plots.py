@@ -17,9 +17,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from platform.report.data import SearchData  # noqa: E402
+from platform.report.data import SearchData
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from ray.tune.stopper import Stopper
 
 log = logging.getLogger(__name__)
 
-_TRACKERS: dict[str, "BudgetTracker"] = {}
+_TRACKERS: dict[str, BudgetTracker] = {}
 
 
-def tracker_for(key: str) -> "BudgetTracker | None":
+def tracker_for(key: str) -> BudgetTracker | None:
     return _TRACKERS.get(key)
 
 
@@ -83,7 +83,7 @@ class BudgetTracker:
         _TRACKERS[self.key] = self
 
     @classmethod
-    def from_spec(cls, key: str, spec) -> "BudgetTracker":
+    def from_spec(cls, key: str, spec) -> BudgetTracker:
         b, sch = spec["search"]["budget"], spec["search"]["scheduler"]
         ms = rung_milestones(sch["grace_period"], sch["reduction_factor"], sch["max_t"]) \
             if sch["name"] in ("asha", "hyperband", "bohb") else []

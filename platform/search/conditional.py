@@ -31,10 +31,11 @@ import copy
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from platform.config import get_path, is_conditional, is_searchable, is_search_node
+from platform.config import get_path, is_conditional, is_search_node, is_searchable
 from platform.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class SpaceModel:
             self._collect(node, key, "")
 
     @classmethod
-    def from_spec(cls, spec) -> "SpaceModel":
+    def from_spec(cls, spec) -> SpaceModel:
         return cls({s: spec[s] for s in SECTIONS_IN_TRIAL})
 
     # ---------------------------------------------------------------- static structure
@@ -326,7 +327,7 @@ def _range_points(p: Param, n: int) -> list:
     else:
         vals = [low + i * (high - low) / (n - 1) for i in range(n)]
     if p.kind in ("randint", "quniform"):
-        rounded = [int(round(v)) for v in vals]
+        rounded = [round(v) for v in vals]
         return list(dict.fromkeys(rounded)) if p.kind == "randint" else [float(v) for v in dict.fromkeys(rounded)]
     return [float(f"{v:.6g}") for v in vals]
 

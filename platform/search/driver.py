@@ -42,6 +42,7 @@ class SearchOptions:
     resume: bool | str = False  # True: the newest experiment of this space; a str: that experiment folder
     num_gpus: int | None = None  # GPUs of a local Ray (Ray accepts a count the machine does not have)
     time_budget: float | None = None  # seconds for the whole search (--time-budget): trials sized to it
+    trainable: str = "fewshot"  # the Ray trainable every trial runs, by name (platform.train.trainable)
 
 
 @dataclass
@@ -142,7 +143,7 @@ def check_pretrained(spec: SearchSpec) -> None:
 
 def check_combination(spec: SearchSpec, model) -> None:
     """Settings that cannot work together, said before anything starts."""
-    from trainables.fewshot import uses_torch_trainer
+    from platform.train.trainable import uses_torch_trainer
 
     s = spec["search"]
     sched, sea = s["scheduler"]["name"], s["searcher"]["name"]
@@ -170,6 +171,10 @@ def check_combination(spec: SearchSpec, model) -> None:
         raise ConfigError(f"{spec.source}: search.budget.usd is {budget['usd']} but price_per_gpu_hour and "
                           "price_per_cpu_hour are both 0, so nothing would ever be spent; give the prices of your "
                           "instances (e.g. price_per_gpu_hour: 1.006 for a g5.xlarge).")
+    if sched == "bohb":
+        from platform.search.space import require_bohb_packages
+
+        require_bohb_packages(spec.source)
     if sched == "bohb" and sea != "optuna":
         log.warning("scheduler bohb brings its own searcher (TuneBOHB); search.searcher %r is ignored", sea)
     if s["cost"]["optimize"] and s["cost"]["metric"] == "none":
@@ -324,9 +329,9 @@ class ProgressReporter:
 
     def result(self, trials, trial, result):
         v = result.get(self.metric)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            if self.best is None or (v > self.best[0] if self.mode == "max" else v < self.best[0]):
-                self.best = (float(v), trial.trial_id)
+        if isinstance(v, (int, float)) and math.isfinite(v) and (
+                self.best is None or (v > self.best[0] if self.mode == "max" else v < self.best[0])):
+            self.best = (float(v), trial.trial_id)
         now = time.monotonic()
         if now - self._last >= self.min_interval:
             self._last = now
@@ -367,13 +372,13 @@ def summarise(results, callback, spec: SearchSpec, model=None, budget=None) -> l
     for res in results:
         cfg = res.config or {}
         name = Path(res.path).name
-        trial_id = (res.metrics or {}).get("trial_id") or (name[len("trial_"):] if name.startswith("trial_") else name)
+        trial_id = (res.metrics or {}).get("trial_id") or (name.removeprefix("trial_"))
         df = res.metrics_dataframe
         best_val = best_ssim = best_cost = None
         epochs = 0
         if df is not None and len(df) and metric in df:
             col = df[metric].dropna()
-            col = col[col.apply(lambda v: v == v and abs(v) != float("inf"))]
+            col = col[col.apply(lambda v: abs(v) != float("inf"))]  # NaN already dropped
             if len(col):
                 idx = col.idxmax() if mode == "max" else col.idxmin()
                 best_val = float(df.loc[idx, metric])
@@ -505,8 +510,8 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from platform.search import resume as resume_lib
     from platform.search.budget import BudgetStopper, BudgetTracker, rung_milestones
     from platform.search.failures import failure_config
-    from platform.search.preflight import check_cluster_fits
     from platform.search.packing import TrialResources
+    from platform.search.preflight import check_cluster_fits
     from platform.search.retention import protected_checkpoints, sweep
     from platform.search.space import cost_metric, make_scheduler, make_searcher, num_samples, tuner_param_space
     s = spec["search"]
@@ -580,7 +585,9 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     # adaptive >= 10 s: after a crash, --resume loses at most that much bookkeeping.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
 
-    from trainables.fewshot import run_trial, uses_torch_trainer
+    from platform.train.trainable import get_trainable, uses_torch_trainer
+
+    run_trial = get_trainable(opts.trainable)
 
     res = spec["resources"]
     keep_best = int(s["checkpoints"]["keep_best"])

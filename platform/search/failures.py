@@ -23,8 +23,14 @@ _OWN_FAULT: dict[str, bool] = {}  # trial_id -> its last failure was its own fau
 
 def is_node_failure(exc: BaseException | None) -> bool:
     """The trial's process or node went away (not an error raised by the trial's code)."""
-    from ray.exceptions import (NodeDiedError, ObjectLostError, OwnerDiedError, RayActorError, RayTaskError,
-                                WorkerCrashedError)
+    from ray.exceptions import (
+        NodeDiedError,
+        ObjectLostError,
+        OwnerDiedError,
+        RayActorError,
+        RayTaskError,
+        WorkerCrashedError,
+    )
 
     lost = (RayActorError, NodeDiedError, WorkerCrashedError, ObjectLostError, OwnerDiedError)
     if isinstance(exc, RayTaskError) and not isinstance(exc, lost):

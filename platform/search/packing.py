@@ -29,12 +29,11 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 log = logging.getLogger(__name__)
 
 CUDA_CONTEXT_BYTES = 512 * 2**20  # per trial process: CUDA context, cuDNN/cuBLAS workspaces
-_PACKERS: dict[str, "TrialResources"] = {}
+_PACKERS: dict[str, TrialResources] = {}
 
 
 def memory_signature(config: dict) -> str:
@@ -109,7 +108,7 @@ def estimate_peak_bytes(config: dict, model_kwargs: dict, device: str | None = N
         with torch.device("meta"):
             model = _build(config, model_kwargs)
         model = model.to_empty(device="cpu")
-    except Exception:
+    except Exception:  # a factory that cannot build on the meta device: build it on the CPU
         model = _build(config, model_kwargs)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     small = min(crop, 64)
@@ -159,7 +158,7 @@ def gpu_memory_bytes(resources: dict) -> int | None:
 
         if torch.cuda.is_available():
             return int(torch.cuda.get_device_properties(0).total_memory)
-    except Exception:
+    except Exception:  # no usable CUDA here: the memory is unknown
         pass
     return None
 
@@ -182,7 +181,7 @@ class TrialResources:
             self.gpu_memory = gpu_memory_bytes(self.resources)
         _PACKERS[self.key] = self
 
-    def _live(self) -> "TrialResources":
+    def _live(self) -> TrialResources:
         # Tune may call a deserialised copy; the live instance holds the cache and OOM marks.
         return _PACKERS.get(self.key, self)
 

@@ -1,4 +1,5 @@
-"""Known-good configurations from the user's guide (``nafnet_convnext_guide.md``).
+"""Known-good starting configurations for NAFNet and ConvNeXt U-Net, by number of training images
+(5-8, 8-12, 12-15 high-resolution pairs).
 
 Used as ``search.points_to_evaluate: [{preset: nafnet_base_8_12}, ...]`` so that a search
 tries the recommended settings first and can never end up worse than them. A preset sets
@@ -18,7 +19,7 @@ PRESETS: dict[str, dict] = {
                    "optimizer.lr": 5.0e-4, **_COMMON},
     },
     "nafnet_base_8_12": {
-        "doc": "8-12 images (the guide's recommendation): NAFNet base, batch 6, lr 1e-3",
+        "doc": "8-12 images (the recommended default): NAFNet base, batch 6, lr 1e-3",
         "values": {"model.architecture": "nafnet", "model.size": "base", "task.batch_size": 6,
                    "optimizer.lr": 1.0e-3, **_COMMON},
     },

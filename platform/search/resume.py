@@ -65,7 +65,7 @@ def find_parent_run(client, experiment_id: str, experiment_path: str):
         return None
     if len(runs) > 1:
         log.warning("several MLflow parent runs carry %s; reusing the oldest", experiment_path)
-    return sorted(runs, key=lambda r: r.info.start_time)[0]
+    return min(runs, key=lambda r: r.info.start_time)
 
 
 def child_runs(client, experiment_id: str, parent_id: str) -> list:

@@ -2,12 +2,13 @@
 
 Searchers (``search.searcher.name``): ``optuna`` (TPE by default, or ``sampler: random``),
 ``random`` (Optuna's random sampler) and ``grid`` (Optuna's grid sampler over every choice,
-ranges as ``grid_points`` values: the user's original grid over λ, kept as a baseline). All
-three take the define-by-run space of :mod:`platform.search.conditional`, so conditional
-spaces and ``points_to_evaluate`` work with each. Schedulers (``search.scheduler.name``):
-``asha`` (default), ``hyperband``, ``bohb`` (HyperBand for BOHB + the TuneBOHB searcher; needs
-``hpbandster`` and ``ConfigSpace``), ``pbt`` (population based training over the continuous
-keys) and ``fifo``. The searcher is wrapped in Tune's ``ConcurrencyLimiter`` and in the
+ranges as ``grid_points`` values: the hand-tuned grid over λ this platform replaces, kept as a
+baseline). All three take the define-by-run space of :mod:`platform.search.conditional`, so
+conditional spaces and ``points_to_evaluate`` work with each. Schedulers
+(``search.scheduler.name``): ``asha`` (default), ``hyperband``, ``bohb`` (HyperBand for BOHB + the
+TuneBOHB searcher; needs the optional ``hpbandster`` and ``ConfigSpace``, see
+:func:`require_bohb_packages`), ``pbt`` (population based training over the continuous keys) and
+``fifo``. The searcher is wrapped in Tune's ``ConcurrencyLimiter`` and in the
 budget's :class:`~platform.search.budget.BudgetLimiter`.
 """
 
@@ -85,7 +86,7 @@ def make_searcher(spec: SearchSpec, model: SpaceModel | None = None, budget_key:
     from ray import tune
 
     s = spec["search"]
-    sea, sched = s["searcher"], s["scheduler"]["name"]
+    sched = s["scheduler"]["name"]
     model = model or SpaceModel.from_spec(spec)
     points = expand_points(s["points_to_evaluate"], model, "search.points_to_evaluate")
     if sched == "pbt":
@@ -123,15 +124,25 @@ def _optuna_searcher(spec: SearchSpec, model: SpaceModel, points: list[dict]):
     return OptunaSearch(space=model, sampler=sampler, metric=metric, mode=mode, points_to_evaluate=points or None)
 
 
-def _bohb_searcher(spec: SearchSpec):
+BOHB_INSTALL = ".venv/bin/pip install hpbandster==0.7.4 ConfigSpace==1.2.2"
+
+
+def require_bohb_packages(source: str = "search.scheduler") -> None:
+    """``scheduler: bohb`` needs hpbandster and ConfigSpace, an optional extra (not in requirements.txt:
+    hpbandster's last release is from 2018); a ConfigError naming the install command when they are absent."""
     try:
-        import ConfigSpace  # noqa: F401
-        import hpbandster  # noqa: F401
+        import ConfigSpace  # noqa: F401  (only checked for)
+        import hpbandster  # noqa: F401  (only checked for)
     except ImportError:
         raise ConfigError(
-            "search.scheduler bohb needs the packages hpbandster (0.7.4) and ConfigSpace (1.2.2), which are not "
-            "installed here. Install them (pip install hpbandster==0.7.4 ConfigSpace==1.2.2) or use "
-            "scheduler: {name: hyperband} with the optuna searcher (HyperBand's brackets with TPE).") from None
+            f"{source}: scheduler bohb needs the optional packages hpbandster and ConfigSpace, which are not "
+            f"installed here. Install them with `{BOHB_INSTALL}` (the test stack, requirements-test.txt, has "
+            "them), or use scheduler: {name: hyperband} with the optuna searcher (HyperBand's brackets with "
+            "TPE).") from None
+
+
+def _bohb_searcher(spec: SearchSpec):
+    require_bohb_packages(spec.source)
     from ray.tune.search.bohb import TuneBOHB
 
     s = spec["search"]

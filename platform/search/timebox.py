@@ -64,7 +64,7 @@ class Plan:
                 f"{self.val_s:.1f} s/validation)")
 
 
-def parse_duration(text: str | float | int) -> float:
+def parse_duration(text: str | float) -> float:
     """``90``, ``90s``, ``10m``, ``1.5h`` -> seconds."""
     if isinstance(text, (int, float)):
         seconds = float(text)
@@ -92,7 +92,7 @@ def candidate_configs(spec: SearchSpec, limit: int = 6) -> list[dict]:
     out = []
     for combo in combos:
         chosen = {p.name: v for p, v in zip(model_params, combo)}
-        sections = space.resolve(lambda p: chosen.get(p.name, p.options[0]))
+        sections = space.resolve(lambda p: chosen.get(p.name, p.options[0]))  # noqa: B023 (called at once)
         out.append({**sections, "resources": dict(spec["resources"])})
     return out
 
@@ -194,7 +194,7 @@ def candidate_crops(spec: SearchSpec, task, largest: int) -> list[int]:
 
 
 def _training_items(task):
-    return getattr(task, "train_pairs", None) or getattr(task, "train_items")
+    return getattr(task, "train_pairs", None) or task.train_items
 
 
 def plan(seconds: float, m: Measurement, crops: list[int], batch: int, trials_at_once: int, waves: int,

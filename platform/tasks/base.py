@@ -1,4 +1,7 @@
-"""Pieces shared by the tasks: validation results, preview grids, whole-frame prediction, splits."""
+"""Pieces shared by the tasks: validation results, whole-frame prediction, splits.
+
+Preview grids (``make_grid``, ``downscale``) live in the data layer, :mod:`platform.data.grids`.
+"""
 
 from __future__ import annotations
 
@@ -24,30 +27,6 @@ class ValResult:
     grid: np.ndarray | None  # uint8 HxWx3 (input | output | target) of the first item, or None
 
 
-def downscale(img: np.ndarray, max_side: int) -> np.ndarray:
-    """Subsample (every k-th pixel; exact for label masks) so that the long side is <= ``max_side``."""
-    h, w = img.shape[:2]
-    s = max(h, w)
-    if s <= max_side:
-        return img
-    step = int(np.ceil(s / max_side))
-    return img[::step, ::step]
-
-
-def make_grid(panels: list[np.ndarray], max_side: int = 512) -> np.ndarray:
-    """Side-by-side panels ([0, 1] HxWx3) as uint8, each downscaled to at most ``max_side``."""
-    panels = [downscale(p, max_side) for p in panels]
-    panels = [np.repeat(p, 3, axis=2) if p.ndim == 3 and p.shape[2] == 1 else p[:, :, :3] for p in panels]
-    h = min(p.shape[0] for p in panels)
-    sep = np.ones((h, 4, 3), dtype=np.float32)
-    row = []
-    for i, p in enumerate(panels):
-        if i:
-            row.append(sep)
-        row.append(p[:h])
-    return (np.clip(np.concatenate(row, axis=1), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def option(config: dict, key: str, default: Any = None) -> Any:
     """``config[key]`` as a plain value (an unresolved ``{choice: ...}`` gives its first option)."""
     return concrete(config.get(key, default))
@@ -68,7 +47,7 @@ def split_items(items: list[Pair], config: dict) -> tuple[list[Pair], list[Pair]
 
 
 def with_offline_copies(items: list[Pair], copies: int) -> list[Pair]:
-    """The POC-5.8 offline multiplier: each item plus ``copies`` exact flips/rotations of it.
+    """Offline data multiplier: each item plus ``copies`` exact flips/rotations of it (3 = +hflip, +vflip, +rot90).
 
     Applied to the *training* items only, after the split, so a copy of a validation frame can
     never leak into training.

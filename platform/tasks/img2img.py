@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from platform.data.augment import PairedAugment
+from platform.data.grids import downscale, make_grid
 from platform.data.io import apply_alpha, to_float
 from platform.data.paired import CropDataset, Pair, from_model_range, load_pairs, to_model_range
 from platform.data.samples import resolve_data
 from platform.data.transfer import get_transfer
 from platform.errors import DataError
-from platform.tasks import register_task
 from platform.tasks.base import (
     ValResult,
-    downscale,
-    make_grid,
     option,
     predict_full,
     split_items,
     with_offline_copies,
 )
+from platform.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
 

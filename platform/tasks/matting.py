@@ -15,13 +15,20 @@ import numpy as np
 import torch
 
 from platform.data.augment import PairedAugment
+from platform.data.grids import downscale, make_grid
 from platform.data.io import to_float
 from platform.data.paired import CropDataset, from_model_range, to_model_range
 from platform.data.samples import resolve_data
 from platform.data.segmentation import load_mattes
-from platform.tasks import register_task
-from platform.tasks.base import (ValResult, downscale, make_grid, option, predict_full, require_rgb_display_images,
-                                 split_items, with_offline_copies)
+from platform.tasks.base import (
+    ValResult,
+    option,
+    predict_full,
+    require_rgb_display_images,
+    split_items,
+    with_offline_copies,
+)
+from platform.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
 

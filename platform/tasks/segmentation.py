@@ -1,4 +1,4 @@
-"""Segmentation tasks: binary / multiclass masks, and POC-5.5 hierarchical (binary, coarse, fine).
+"""Segmentation tasks: binary / multiclass masks, and hierarchical (binary, coarse, fine heads).
 
 Data: a folder with images and index masks plus a ``data.yaml`` (see
 :mod:`platform.data.segmentation`). Networks output logits at the input's size: one channel
@@ -7,7 +7,7 @@ network returns ``{"binary": (B,2,H,W), "coarse": (B,Kc,H,W), "fine": (B,Kf,H,W)
 
 Losses: every segmentation loss component gets the data's ``ignore_index`` unless the search
 space sets one (:meth:`SegmentationTask.create_loss`); the hierarchical task combines one
-loss per level with ``task.level_weights`` (POC-5.5: 0.2 / 0.3 / 0.5, searchable).
+loss per level with ``task.level_weights`` (default 0.2 / 0.3 / 0.5, searchable).
 
 Metrics (mean over validation images, each from the image's confusion matrix, ignored pixels
 left out): ``val_miou`` (macro over classes present in target or prediction), ``val_mdice``,
@@ -26,14 +26,21 @@ import numpy as np
 import torch
 
 from platform.data.augment import PairedAugment
+from platform.data.grids import downscale, make_grid
 from platform.data.io import to_float
 from platform.data.paired import CropDataset, to_model_range
 from platform.data.samples import resolve_data
-from platform.data.segmentation import ClassSpec, hierarchical_targets, load_segmentation
+from platform.data.segmentation import hierarchical_targets, load_segmentation
 from platform.errors import ConfigError
-from platform.tasks import register_task
-from platform.tasks.base import (ValResult, downscale, make_grid, option, predict_full, require_rgb_display_images,
-                                 split_items, with_offline_copies)
+from platform.tasks.base import (
+    ValResult,
+    option,
+    predict_full,
+    require_rgb_display_images,
+    split_items,
+    with_offline_copies,
+)
+from platform.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +188,7 @@ class SegmentationTask:
 
 @register_task("hierarchical_segmentation", kind="hierarchical", metric="val_miou_fine", mode="max")
 class HierarchicalSegmentationTask(SegmentationTask):
-    """POC-5.5: one network, three heads (binary, coarse, fine), one loss per level.
+    """One network, three heads (binary, coarse, fine), one loss per level.
 
     Fine labels come from the masks; coarse and binary labels from the data YAML's class map
     (``hierarchy``). The target of a training crop is ``{"binary", "coarse", "fine"}``.
@@ -200,7 +207,7 @@ class HierarchicalSegmentationTask(SegmentationTask):
                               "fine": self.classes.num_classes}
 
     def head_channels(self) -> dict[str, int]:
-        """Output channels per head (softmax over each level's classes; POC-5.5's binary head is (B, 2, H, W),
+        """Output channels per head (softmax over each level's classes; the binary head is (B, 2, H, W) too,
         so one loss spec, e.g. ce + dice, serves every level)."""
         return dict(self.level_classes)
 
@@ -216,15 +223,15 @@ class HierarchicalSegmentationTask(SegmentationTask):
         if unknown:
             raise ConfigError(f"`task.level_weights` has unknown level(s) {', '.join(unknown)}; levels: "
                               f"{', '.join(LEVELS)}.")
-        from platform.losses import POC55_LEVEL_WEIGHTS
+        from platform.losses import DEFAULT_LEVEL_WEIGHTS
 
-        return {lv: float(option(given, lv, POC55_LEVEL_WEIGHTS[lv])) for lv in LEVELS}
+        return {lv: float(option(given, lv, DEFAULT_LEVEL_WEIGHTS[lv])) for lv in LEVELS}
 
     def default_loss(self) -> dict:
         return {"dice": {"weight": 1.0, "ignore_index": self.ignore_index}}
 
     def create_loss(self, spec: dict | None = None, allow_unavailable: bool = True):
-        """POC-5.5's hierarchical loss: the same components at every level, weighed per level."""
+        """The hierarchical loss: the same components at every level, weighed per level."""
         from platform import losses
 
         spec = inject_ignore_index(spec or self.default_loss(), self.ignore_index)

@@ -27,9 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from platform import losses as losses_lib
-from platform import models as models_lib
-from platform import tasks as tasks_lib
+from platform import losses as losses_lib, models as models_lib, tasks as tasks_lib
 from platform.data.device_crops import DeviceCrops, make_device_crops
 from platform.safeio import load_state, save_atomic, to_json_text
 from platform.train.pretrained import Finetuning, load_pretrained_weights, lr_schedule, optimizer_groups
@@ -222,7 +220,7 @@ def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=wd, betas=tuple(opt_cfg.get("betas", (0.9, 0.9))),
                                   fused=device.type == "cuda")
     epochs = int(train_cfg["epochs"])
-    warmup_steps = int(round(float(sch_cfg.get("warmup_epochs", 0)) * steps_per_epoch))
+    warmup_steps = round(float(sch_cfg.get("warmup_epochs", 0)) * steps_per_epoch)
     per_step = lr_lambda_factory(epochs * steps_per_epoch, warmup_steps, lr, float(sch_cfg["min_lr"]),
                                  sch_cfg.get("name", "cosine"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(optimizer, finetuning, per_step,

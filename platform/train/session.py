@@ -51,7 +51,7 @@ class Session:
 class TuneSession(Session):
     """A single-worker trial run inside the Tune trial's own process (no TorchTrainer)."""
 
-    def __init__(self):  # noqa: D107 - no local folders
+    def __init__(self):  # no local folders
         self.reports = []
 
     def get_checkpoint_dir(self) -> Path | None:
@@ -70,7 +70,7 @@ class TuneSession(Session):
 class RayTrainSession(Session):
     """A Ray Train worker (one of ``world_size`` DDP processes)."""
 
-    def __init__(self):  # noqa: D107
+    def __init__(self):
         import ray.train
 
         ctx = ray.train.get_context()
