@@ -16,6 +16,21 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("PLATFORM_DATA_DIR", str(REPO / ".cache" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_uris():
+    """A search run in this process calls ``mlflow.set_tracking_uri``, and MLflow's process-wide
+    URI then outranks MLFLOW_TRACKING_URI for every later client: a later test pointing the
+    environment at another store (e.g. an MLflow server) would still talk to the old SQLite
+    file. Each test starts from the environment alone."""
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow.tracking._model_registry.utils as registry_utils
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
+
+
 @pytest.fixture
 def tmp_cwd(tmp_path, monkeypatch):
     """Run in a fresh directory (own ./mlruns) with the repo still importable."""
