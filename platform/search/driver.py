@@ -42,6 +42,8 @@ class SearchOptions:
     resume: bool | str = False  # True: the newest experiment of this space; a str: that experiment folder
     num_gpus: int | None = None  # GPUs of a local Ray (Ray accepts a count the machine does not have)
     time_budget: float | None = None  # seconds for the whole search (--time-budget): trials sized to it
+    warm_start: list[str] = field(default_factory=list)  # earlier searches to learn from (--warm-start)
+    init_from: str | None = None  # models:/NAME@ALIAS whose weights start matching trials (--init-from)
 
 
 @dataclass
@@ -69,6 +71,10 @@ def user_overrides(opts: SearchOptions) -> dict:
         overrides.setdefault("task", {})["data"] = opts.data
     if opts.max_trials:
         overrides.setdefault("search", {})["num_trials"] = opts.max_trials
+    if opts.warm_start:
+        overrides.setdefault("warm_start", {})["searches"] = list(opts.warm_start)
+    if opts.init_from:
+        overrides.setdefault("warm_start", {})["weights"] = opts.init_from
     return overrides
 
 
@@ -178,6 +184,10 @@ def check_combination(spec: SearchSpec, model) -> None:
     if s["cost"]["optimize"] and sched in ("pbt", "bohb"):
         raise ConfigError(f"{spec.source}: a multi-objective search (search.cost.optimize) needs the optuna, "
                           f"random or grid searcher, not scheduler {sched}.")
+    if spec["warm_start"]["searches"] and sched in ("pbt", "bohb"):
+        raise ConfigError(f"{spec.source}: warm_start.searches (--warm-start) hands earlier trials to Optuna's "
+                          f"sampler, which scheduler {sched} does not use; use scheduler asha or hyperband (or keep "
+                          "only --init-from).")
     if sea == "grid":
         model.grid(s["searcher"]["grid_points"])  # raises for conditional spaces
     from platform.search.conditional import expand_points
@@ -481,6 +491,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     metric, mode = s["metric"], s["mode"]
     storage = storage_path(opts)
     client, exp_id = tracking.setup_mlflow(spec.name)
+    warm, champion = prepare_warm_start(client, spec, space_model, opts)
 
     run_ids: dict[str, str] = {}
     logged_steps: dict[str, int] = {}
@@ -517,6 +528,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
                      "repeat": f"{s['repeat']['over']} x{s['repeat']['k']}", "cost": s["cost"]["metric"],
                      "budget_usd": s["budget"]["usd"]}.items():
             client.log_param(parent_id, k, str(v))
+        record_warm_start(client, parent_id, spec, warm, champion)
     else:
         parent_id = parent.info.run_id
         client.update_run(parent_id, status="RUNNING")
@@ -555,6 +567,10 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     run_info = {"storage_path": storage, "metric": metric, "mode": mode, "keep_checkpoints": keep_best,
                 "search": spec.name, "parent_run_id": parent_id, "repeat": dict(s["repeat"]),
                 "cost": s["cost"]["metric"], "latency_size": s["cost"]["latency_size"]}
+    if champion is not None:
+        from platform.search.warminit import stage
+
+        run_info["warm_weights"] = stage(champion, exp_path)
     budget = BudgetTracker.from_spec(exp_path, spec)
     packer = TrialResources(exp_path, dict(res), dict(task.model_kwargs()), torch_trainer=uses_torch_trainer(res))
     sch = s["scheduler"]
@@ -568,7 +584,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         logged_steps=logged_steps)
     total = num_samples(spec, space_model)
     progress = ProgressReporter(total, metric, mode, s["max_concurrent"])
-    searcher = make_searcher(spec, space_model, budget_key=exp_path)
+    searcher = make_searcher(spec, space_model, budget_key=exp_path, warm=warm)
     scheduler = make_scheduler(spec, space_model)
     b = s["budget"]
     stopper = (BudgetStopper(exp_path, whole_search=sch["name"] == "pbt")
@@ -672,6 +688,30 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         mlflow.end_run()
         if not opts.address and ray.is_initialized() and not os.environ.get("PLATFORM_KEEP_RAY"):
             ray.shutdown()
+
+
+def prepare_warm_start(client, spec: SearchSpec, model, opts: SearchOptions):
+    """(what the earlier searches learnt, the earlier champion's weights), each None when not asked
+    for; both None on --resume, whose restored study and trials have them already."""
+    if opts.resume:
+        return None, None
+    from platform.search import warminit, warmstart
+
+    warm = warmstart.gather(client, spec, model)
+    weights = spec["warm_start"]["weights"]
+    return warm, (warminit.resolve(weights) if weights else None)
+
+
+def record_warm_start(client, parent_id: str, spec: SearchSpec, warm, champion) -> None:
+    """The show this shot belongs to and where its knowledge came from, on the parent run."""
+    from platform.search import warminit, warmstart
+
+    if spec["show"]:
+        client.set_tag(parent_id, "show", spec["show"])
+    if warm is not None:
+        warmstart.record(client, parent_id, warm)
+    if champion is not None:
+        warminit.record(client, parent_id, champion)
 
 
 def size_to_budget(spec: SearchSpec, task, opts: SearchOptions, started: float):
