@@ -78,7 +78,7 @@ def _floors_table(data, best) -> str:
 
 def render(data, client=None, ref: str = "") -> str:
     """The report page for a loaded :class:`~platform.report.data.SearchData`."""
-    from platform.report import compare, plots
+    from platform.report import compare, plots, warm
     from platform.report.data import validation_grid
 
     study = plots.rebuild_study(data)
@@ -155,6 +155,7 @@ def render(data, client=None, ref: str = "") -> str:
                                 + (f" · repeat {data.params['repeat']}" if data.params.get("repeat", "none x1")
                                    not in ("none x1",) else "")),
         "cards": cards_html,
+        "warm": warm.section(data, _table, _img),
         "history": _img(plots.history_plot(study), "optimisation history"),
         "importance": _img(plots.importance_plot(study, imps), "parameter importances"),
         "curves": _img(plots.curves_plot(data), "learning curves"),

@@ -209,3 +209,29 @@ def pareto_ids(data: SearchData) -> set[str]:
                    for tid2, q2, c2 in pts if tid2 != tid):
             out.add(tid)
     return out
+
+
+def warm_curves_plot(data: SearchData) -> bytes | None:
+    """Learning curves of the trials that started from the earlier champion (warm) against those
+    that started from scratch (cold)."""
+    trials = [t for t in data.trials if t.curve]
+    if not trials:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    colours = {True: "tab:orange", False: "tab:blue"}
+    for t in trials:
+        pts = [(e, v) for e, v in t.curve if math.isfinite(v)]
+        if pts:
+            ax.plot([e for e, _ in pts], [v for _, v in pts], CATEGORY_STYLE[t.category], color=colours[t.warm],
+                    lw=1.6, alpha=0.85, marker="o", ms=3)
+    floor_lines(ax, data)
+    from matplotlib.lines import Line2D
+
+    ax.legend(handles=[Line2D([], [], color=colours[w], lw=3, label=label) for w, label in
+                       ((True, "warm: from the earlier champion"), (False, "cold: from scratch"))
+                       if any(t.warm == w for t in trials)], fontsize=8, loc="best")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(data.metric)
+    ax.set_title("learning curves: warm vs cold trials")
+    ax.grid(alpha=0.3)
+    return _png(fig)
