@@ -74,4 +74,4 @@ def test_warm_started_shot_learns_from_the_earlier_search_and_champion(tmp_cwd):
 
     show = build_show(["demo_show"], client=client).read_text()
     assert show.count("<tr><td>shot_") == 2 and 'href="shot_a-' in show and 'href="shot_b-' in show
-    assert "v1 " in show and "shot_a (" in show  # champions, and where B learnt from
+    assert "v1 " in show and "shot_a + weights models:/shot_a@champion (v1)" in show  # where B learnt from

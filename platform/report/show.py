@@ -4,8 +4,9 @@
 search space, a tag on its searches' MLflow parent runs) or one search (parent run id,
 experiment folder or name). Each shot (MLflow experiment) is listed once, with its newest
 search: trials, best value, the best floor, the registry's champion (version, score, the floor
-it was promoted over and its gain) and where a warm-started search learnt from, linked to the
-search's own report (written next to the page when it is missing).
+it was promoted over and its gain; without a champion, the best trial's margin over the best
+floor) and where a warm-started search learnt from, linked to the search's own report (written
+next to the page when it is missing). Shots are listed in the order their searches started.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import html
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,8 @@ class Shot:
     floor: tuple[str, float] | None
     champion: str | None = None  # version
     champion_score: float | None = None
-    gain: float | None = None  # champion score - the floor it was promoted over
+    gain: float | None = None  # champion score - the floor it was promoted over (else the best trial's margin)
+    start: int = 0
     warm_from: str = ""
     report: Path | None = None
 
@@ -61,7 +64,7 @@ def find_shots(client, names: list[str]) -> list:
                                   "(or --set show=NAME) and run them, or give search names.") from None
         for run in runs:
             found.setdefault(run.info.experiment_id, run)
-    return list(found.values())
+    return sorted(found.values(), key=lambda r: r.info.start_time)
 
 
 def _tagged(client, show: str) -> list:
@@ -81,9 +84,21 @@ def shot(client, parent) -> Shot:
     s = Shot(name, parent.info.run_id, parent.info.run_name or parent.info.run_id, metric, mode,
              int(tags.get("trials", 0) or 0), parent.data.metrics.get(f"best_{metric}"),
              _best_floor(parent.data.metrics, metric, mode))
-    s.warm_from = ", ".join(x for x in (tags.get("warm_start.searches", ""), tags.get("warm_start.weights", "")) if x)
+    s.start = parent.info.start_time
+    s.warm_from = _learnt_from(tags)
     _champion(client, s)
+    if s.champion is None and s.best is not None and s.floor is not None:
+        s.gain = s.best - s.floor[1] if mode == "max" else s.floor[1] - s.best
     return s
+
+
+def _learnt_from(tags: dict) -> str:
+    """``shot_a + weights models:/shot_a@champion (v3)`` from a warm-started search's tags."""
+    searches = re.sub(r" \([0-9a-f]{32}\)", "", tags.get("warm_start.searches", ""))
+    weights = tags.get("warm_start.weights", "")
+    if weights and tags.get("warm_start.weights_version"):
+        weights += f" (v{tags['warm_start.weights_version']})"
+    return " + ".join(x for x in (searches, f"weights {weights}" if weights else "") if x)
 
 
 def _best_floor(metrics: dict, metric: str, mode: str) -> tuple[str, float] | None:
@@ -149,8 +164,9 @@ def _row(s: Shot, folder: Path) -> str:
     cells = [html.escape(s.name), link, str(s.trials), _num(s.best, unit),
              f"{html.escape(s.floor[0])} {_num(s.floor[1], unit)}" if s.floor else "-",
              f"v{html.escape(s.champion)} {_num(s.champion_score, unit)}" if s.champion else "none",
-             _num(s.gain, unit, signed=True), html.escape(s.warm_from) or "cold"]
-    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+             _num(s.gain, unit, signed=True) + ("" if s.champion or s.gain is None else " (best trial)")]
+    learnt = html.escape(s.warm_from) or "cold"
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="wrap">{learnt}</td></tr>'
 
 
 def _num(v: float | None, unit: str = "", signed: bool = False) -> str:

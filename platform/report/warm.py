@@ -3,23 +3,41 @@
 The earlier searches (their best value, how many of their trials informed the sampler, how
 many were dropped for values outside this space), the configurations evaluated first, the
 champion whose weights started the trials, and the learning curves of the trials that started
-from it (warm) against those that started from scratch (cold). Empty for a cold search.
+from it (warm) against those that started from scratch (cold): this search's own (with
+``warm_start.init: {choice: [scratch, champion]}``) and those of the newest cold search of the
+same data, when there is one. Empty for a cold search.
 """
 
 from __future__ import annotations
 
 import html
 
-from platform.report.data import SearchData, TrialData
+from platform.report.data import PARENT_TAG, SearchData, TrialData, load_search
 
 
-def section(data: SearchData, table, image) -> str:
+def section(data: SearchData, table, image, client=None) -> str:
     """The section's HTML (``table``/``image`` are the report's own helpers)."""
     if not data.warm_started:
         return ""
     parts = ["<h2>Warm start: where this search's knowledge came from</h2>"]
-    parts += _sources(data, table) + _weights(data) + _curves(data, table, image)
+    parts += _sources(data, table) + _weights(data) + _curves(data, cold_reference(client, data), table, image)
     return "\n".join(parts)
+
+
+def cold_reference(client, data: SearchData) -> SearchData | None:
+    """The newest finished search of the same data and metric that was not warm-started."""
+    where = data.params.get("data")
+    if client is None or not where or "'" in where:
+        return None
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, filter_string=f"params.data = '{where}'", order_by=["attributes.start_time DESC"],
+                              max_results=200)
+    for r in runs:
+        tags = r.data.tags
+        if (r.info.run_id != data.parent_run_id and PARENT_TAG not in tags and r.info.status == "FINISHED"
+                and not any(k.startswith("warm_start.") for k in tags) and r.data.params.get("metric") == data.metric):
+            return load_search(client, r.info.run_id)
+    return None
 
 
 def _sources(data: SearchData, table) -> list[str]:
@@ -60,15 +78,21 @@ def _weights(data: SearchData) -> list[str]:
             f"trial(s) started from them.{counts}</p>"]
 
 
-def _curves(data: SearchData, table, image) -> list[str]:
+def _curves(data: SearchData, reference: SearchData | None, table, image) -> list[str]:
     from platform.report import plots
 
-    groups = [("warm", [t for t in data.trials if t.warm]), ("cold", [t for t in data.trials if not t.warm])]
+    groups = [("warm (this search)", [t for t in data.trials if t.warm]),
+              ("cold (this search)", [t for t in data.trials if not t.warm])]
+    if reference is not None:
+        groups.append((f"cold search {reference.run_name} ({reference.name})", reference.trials))
     rows = [[name, len(ts), sum(t.epochs for t in ts), _best(ts, data.mode), _first_epoch(ts, data.mode)]
             for name, ts in groups if ts]
-    return ['<div class="fig">' + image(plots.warm_curves_plot(data), "warm vs cold learning curves") + "</div>",
-            table(["trials", "count", "epochs trained", f"best {data.metric}", f"best {data.metric} after 1 epoch"],
-                  rows)]
+    note = ("" if reference is not None or any(not t.warm for t in data.trials) else
+            '<p class="note">No cold trial to compare with: search <code>warm_start.init: {choice: [scratch, '
+            "champion]}</code>, or run a cold search of the same data.</p>")
+    return ['<div class="fig">' + image(plots.warm_curves_plot(data, reference), "warm vs cold learning curves")
+            + "</div>", table(["trials", "count", "epochs trained", f"best {data.metric}",
+                               f"best {data.metric} after 1 epoch"], rows) + note]
 
 
 def _best(trials: list[TrialData], mode: str) -> float | None:

@@ -692,14 +692,13 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
 
 def prepare_warm_start(client, spec: SearchSpec, model, opts: SearchOptions):
     """(what the earlier searches learnt, the earlier champion's weights), each None when not asked
-    for; both None on --resume, whose restored study and trials have them already."""
-    if opts.resume:
-        return None, None
+    for. On --resume the weights are already staged and named in the restored trials' configs, and
+    the restored searcher state replaces a fed study (one killed before Tune saved it starts fed)."""
     from platform.search import warminit, warmstart
 
     warm = warmstart.gather(client, spec, model)
     weights = spec["warm_start"]["weights"]
-    return warm, (warminit.resolve(weights) if weights else None)
+    return warm, (warminit.resolve(weights) if weights and not opts.resume else None)
 
 
 def record_warm_start(client, parent_id: str, spec: SearchSpec, warm, champion) -> None:
