@@ -55,7 +55,8 @@ def test_trials_map_onto_a_changed_space_and_outsiders_are_dropped():
 def test_conditional_space_names_and_flags():
     tree = {"model": {"architecture": {"choice": ["nafnet", "convnext_unet"]},
                       "size": {"switch": "model.architecture",
-                               "cases": {"nafnet": {"choice": ["small", "base"]}, "convnext_unet": {"choice": ["nano"]}}}},
+                               "cases": {"nafnet": {"choice": ["small", "base"]},
+                                         "convnext_unet": {"choice": ["nano"]}}}},
             "loss": {"l1": 1.0, "lpips": {"optional": {"uniform": [0.05, 0.5]}}}}
     model = SpaceModel(tree)
     on = map_trial(model, EarlierTrial("p", "a", "r", {"model.architecture": "nafnet", "model.size": "base",
@@ -67,7 +68,8 @@ def test_conditional_space_names_and_flags():
     assert off.params == {"model.architecture": "convnext_unet", "model.size[convnext_unet]": "nano",
                           "loss.lpips?": False}
     with pytest.raises(Outside, match="'tiny'"):  # a case's choice that vanished
-        map_trial(model, EarlierTrial("p", "c", "r", {"model.architecture": "convnext_unet", "model.size": "tiny"}, 1.0))
+        map_trial(model, EarlierTrial("p", "c", "r", {"model.architecture": "convnext_unet", "model.size": "tiny"},
+                                      1.0))
     # The mapped trials carry the distributions the define-by-run space asks for: Optuna accepts them
     # and goes on sampling the same names.
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(n_startup_trials=1, seed=0))
@@ -75,7 +77,8 @@ def test_conditional_space_names_and_flags():
     for _ in range(3):
         trial = study.ask()
         cfg = model(trial)
-        assert cfg["model"]["size"] in {"nafnet": ("small", "base"), "convnext_unet": ("nano",)}[cfg["model"]["architecture"]]
+        sizes = {"nafnet": ("small", "base"), "convnext_unet": ("nano",)}
+        assert cfg["model"]["size"] in sizes[cfg["model"]["architecture"]]
         study.tell(trial, 0.5)
 
 
@@ -206,11 +209,13 @@ def test_trials_start_from_the_champion_with_load_counts(tmp_path, caplog):
     assert counts["warm_init_transferred"] == total == counts["warm_init_target_tensors"]
     assert counts["warm_init_missing"] == counts["warm_init_unexpected"] == counts["warm_init_shape_mismatched"] == 0
     assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), champion.state_dict().values()))
-    assert f"{total}/{total} model tensors transferred" in caplog.text and "the champion models:/shot_a@champion" in caplog.text
+    assert f"{total}/{total} model tensors transferred" in caplog.text
+    assert "the champion models:/shot_a@champion" in caplog.text
 
     wider = create("nafnet", size="small", width=16, **opts)  # the same architecture at another width: partial
     counts = init_from_champion(wider, _trial_config(tmp_path / "weights.pt", 16))
-    assert 0 < counts["warm_init_shape_mismatched"] and counts["warm_init_transferred"] < counts["warm_init_target_tensors"]
+    assert counts["warm_init_shape_mismatched"] > 0
+    assert counts["warm_init_transferred"] < counts["warm_init_target_tensors"]
     assert (counts["warm_init_transferred"] + counts["warm_init_shape_mismatched"] + counts["warm_init_missing"]
             == counts["warm_init_target_tensors"] == len(wider.state_dict()))
 

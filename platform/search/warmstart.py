@@ -21,7 +21,6 @@ recorded on the new search's MLflow parent run (tags ``warm_start.*`` and ``warm
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
