@@ -467,6 +467,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from platform.search.conditional import SpaceModel
 
     check_combination(spec, SpaceModel.from_spec(spec))
+    champion = resolve_warm_start(spec, opts)  # earlier searches and champion named before anything long
     task = preflight(spec)
     check_pretrained(spec)
     lpips_reason = check_lpips(spec)
@@ -491,7 +492,9 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     metric, mode = s["metric"], s["mode"]
     storage = storage_path(opts)
     client, exp_id = tracking.setup_mlflow(spec.name)
-    warm, champion = prepare_warm_start(client, spec, space_model, opts)
+    from platform.search.warmstart import gather
+
+    warm = gather(client, spec, space_model)  # on the final space (after the LPIPS check and the time plan)
 
     run_ids: dict[str, str] = {}
     logged_steps: dict[str, int] = {}
@@ -690,15 +693,25 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             ray.shutdown()
 
 
-def prepare_warm_start(client, spec: SearchSpec, model, opts: SearchOptions):
-    """(what the earlier searches learnt, the earlier champion's weights), each None when not asked
-    for. On --resume the weights are already staged and named in the restored trials' configs, and
-    the restored searcher state replaces a fed study (one killed before Tune saved it starts fed)."""
+def resolve_warm_start(spec: SearchSpec, opts: SearchOptions):
+    """Check that the earlier searches exist and fetch the earlier champion's weights (None when
+    not asked for), so that bad names stop the search at once. On --resume the weights are
+    already staged and named in the restored trials' configs (and the restored searcher state
+    replaces a fed study; one killed before Tune saved it starts fed again)."""
+    cfg = spec["warm_start"]
+    if not cfg["searches"] and not cfg["weights"]:
+        return None
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from platform import tracking
     from platform.search import warminit, warmstart
 
-    warm = warmstart.gather(client, spec, model)
-    weights = spec["warm_start"]["weights"]
-    return warm, (warminit.resolve(weights) if weights and not opts.resume else None)
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    client = MlflowClient()
+    for ref in cfg["searches"]:
+        warmstart.find_search(client, ref)
+    return warminit.resolve(cfg["weights"]) if cfg["weights"] and not opts.resume else None
 
 
 def record_warm_start(client, parent_id: str, spec: SearchSpec, warm, champion) -> None:
