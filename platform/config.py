@@ -322,6 +322,22 @@ SCHEMA: dict[str, Any] = {
         "memory_headroom": Field(NUM, default=1.25, searchable=False,
                                  check=lambda v: None if v >= 1 else "must be >= 1"),
     },
+    # Warm start from earlier searches (platform.search.warmstart, platform.search.warminit): their
+    # best configurations first, their trials fed to Optuna's sampler, their champion's weights.
+    "warm_start": {
+        "searches": Field((list,), default=[], searchable=False,
+                          doc="earlier searches (MLflow parent run id, experiment or space name); --warm-start"),
+        "points": Field((int,), default=1, searchable=False, check=_non_negative,
+                        doc="best configurations of each earlier search evaluated first"),
+        "trials": Field((bool,), default=True, searchable=False,
+                        doc="give the earlier trials to Optuna's sampler as completed trials"),
+        "weights": Field((str, type(None)), default=None, searchable=False,
+                         doc="models:/NAME@ALIAS whose weights initialise matching trials; --init-from"),
+        "init": Field((str,), default="champion", allowed=("scratch", "champion"),
+                      doc="champion (start from the weights) or scratch; {choice: [scratch, champion]} searches it"),
+    },
+    "show": Field((str, type(None)), default=None, searchable=False, check=_safe_name,
+                  doc="the show this shot belongs to: python -m platform.report --show NAME lists its shots"),
     "quick": Field((dict,), default={}, searchable=False,
                    doc="overrides applied by --quick (same keys as the rest of the file)"),
 }
@@ -624,7 +640,17 @@ def load_spec(space: str | Path, quick: bool = False, overrides: dict | None = N
         validator.fail("loss", "is empty; give at least one component with a weight, e.g. {l1: 1.0}.")
     _check_names(cfg, str(path))
     _check_switches(cfg, str(path))
+    _check_warm_start(cfg, str(path))
     return SearchSpec(config=cfg, source=path)
+
+
+def _check_warm_start(cfg: dict, source: str) -> None:
+    """``warm_start.searches`` holds names; ``warm_start.weights`` a model URI (resolved in the driver)."""
+    v = _Validator(source)
+    for i, ref in enumerate(cfg["warm_start"]["searches"]):
+        if not isinstance(ref, str) or not ref.strip():
+            v.fail(f"warm_start.searches[{i}]", f"is {ref!r}; give an earlier search: its MLflow parent run id, "
+                                               "experiment name or space name.")
 
 
 def _walk_nodes(node: Any, prefix: str = ""):

@@ -9,6 +9,11 @@ film grain; the target is the grain-free photo through a non-linear colour grade
 tone curve, teal/orange split toning, a saturation lift). A network must both remove the
 grain (a local, texture-level effect) and learn the grade (a global, non-linear colour map).
 
+``vfx_grade_b``: a second shot of the same show: the same grade and the same kind of grain, on
+ten other pictures (scikit-image's grey photos and textures given colour by a smooth per-picture
+tint, its colour wheel and its logo): a related shot for warm-started searches
+(``python -m platform.bench warmstart``).
+
 ``restore``: the input is the photo blurred, with sensor noise and heavy JPEG compression; the
 target is the clean photo (``input/``, ``target/``).
 
@@ -46,7 +51,7 @@ from platform.errors import DataError
 log = logging.getLogger(__name__)
 
 SAMPLES: dict[str, Callable[[Path], None]] = {}
-SAMPLE_VERSION = {"vfx_grade": 1, "restore": 1, "damage": 1, "matte": 1}
+SAMPLE_VERSION = {"vfx_grade": 1, "vfx_grade_b": 1, "restore": 1, "damage": 1, "matte": 1}
 
 
 def data_root() -> Path:
@@ -90,6 +95,44 @@ def _build_vfx_grade(out: Path) -> None:
 
 
 SAMPLES["vfx_grade"] = _build_vfx_grade
+
+
+def tint(grey: np.ndarray, seed: int) -> np.ndarray:
+    """A grey picture given colour: luminance through a random three-stop colour ramp, shifted by a
+    smooth random colour field so that hues also vary across the frame."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    stops = np.array([0.12, 0.5, 0.88], np.float32)[:, None] + rng.uniform(-0.18, 0.18, (3, 3)).astype(np.float32)
+    g = np.clip(grey.astype(np.float32), 0, 1)
+    rgb = np.stack([np.interp(g, [0.0, 0.5, 1.0], stops[:, c]) for c in range(3)], axis=2)
+    h, w = g.shape
+    field = cv2.resize(rng.uniform(-0.1, 0.1, (4, 4, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(rgb + field, 0.0, 1.0).astype(np.float32)
+
+
+def _other_photos() -> list[tuple[str, np.ndarray]]:
+    """Ten RGB pictures (float32 [0, 1], at least 300 px a side) that ``vfx_grade`` does not use."""
+    import skimage.data as d
+
+    logo = d.logo().astype(np.float32) / 255.0
+    logo = logo[:, :, :3] * logo[:, :, 3:] + 0.45 * (1 - logo[:, :, 3:])
+    greys = [("coins", d.coins()), ("clock", d.clock()), ("cell", d.cell()), ("phantom", d.shepp_logan_phantom()),
+             ("brick", d.brick()), ("gravel", d.gravel()), ("grass", d.grass()), ("moon", d.moon())]
+    photos = [("colorwheel", d.colorwheel().astype(np.float32) / 255.0), ("logo", logo)]
+    for i, (name, img) in enumerate(greys):
+        grey = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else max(1.0, float(img.max())))
+        photos.append((name, tint(grey, seed=6000 + i)))
+    return photos
+
+
+def _build_vfx_grade_b(out: Path) -> None:
+    for i, (name, photo) in enumerate(_other_photos()):
+        write_image(out / "input" / f"{i:02d}_{name}.png", film_grain(photo, seed=5000 + i))
+        write_image(out / "target" / f"{i:02d}_{name}.png", colour_grade(photo))
+
+
+SAMPLES["vfx_grade_b"] = _build_vfx_grade_b
 
 
 def degrade(img: np.ndarray, seed: int, sigma: float = 1.2, noise: float = 0.04, quality: int = 25) -> np.ndarray:
@@ -210,7 +253,7 @@ def preview(name: str, rows: int = 2, max_side: int = 192) -> np.ndarray:
 
     folder = ensure_sample(name)
     grids = []
-    if name in ("vfx_grade", "restore"):
+    if name in ("vfx_grade", "vfx_grade_b", "restore"):
         from platform.data.paired import load_pairs
 
         for p in load_pairs(folder)[:rows]:

@@ -8,8 +8,9 @@ by stop reason (with the floors, the classical baselines, as horizontal lines), 
 of quality vs cost when the search measured a cost, the best trials' validation grids side by
 side, the floors table, the champion at full resolution (a before/after wipe against the
 target, the runner-up and the floors, and 1:1 crops where it differs most from the target; see
-``compare``, which also bounds the page's size), the spend and a table of every trial. The
-template is ``dashboards/search_report.html``.
+``compare``, which also bounds the page's size), the spend and a table of every trial; for a
+warm-started search, where its knowledge came from and warm vs cold learning curves (``warm``).
+The template is ``dashboards/search_report.html``; ``show`` writes one page for a show's shots.
 
 ::
 
@@ -78,7 +79,7 @@ def _floors_table(data, best) -> str:
 
 def render(data, client=None, ref: str = "") -> str:
     """The report page for a loaded :class:`~platform.report.data.SearchData`."""
-    from platform.report import compare, plots
+    from platform.report import compare, plots, warm
     from platform.report.data import validation_grid
 
     study = plots.rebuild_study(data)
@@ -155,6 +156,7 @@ def render(data, client=None, ref: str = "") -> str:
                                 + (f" · repeat {data.params['repeat']}" if data.params.get("repeat", "none x1")
                                    not in ("none x1",) else "")),
         "cards": cards_html,
+        "warm": warm.section(data, _table, _img, client),
         "history": _img(plots.history_plot(study), "optimisation history"),
         "importance": _img(plots.importance_plot(study, imps), "parameter importances"),
         "curves": _img(plots.curves_plot(data), "learning curves"),

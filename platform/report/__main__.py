@@ -16,8 +16,11 @@ def parser() -> argparse.ArgumentParser:
         description="Write the HTML report of a search (history, importances, parallel coordinates, learning "
                     "curves, Pareto front, validation grids, spend) from its MLflow records. The page is "
                     "self-contained and opens offline.")
-    p.add_argument("search", help="the search: its MLflow parent run id, its Tune experiment folder, or the space / "
-                                  "experiment name (its newest search)")
+    p.add_argument("search", nargs="?", help="the search: its MLflow parent run id, its Tune experiment folder, or "
+                                             "the space / experiment name (its newest search)")
+    p.add_argument("--show", nargs="+", metavar="NAME",
+                   help="one page for a show instead: each NAME a show (the `show:` tag of searches) or a search; "
+                        "a row per shot with its search, champion, floors and gain, linked to the searches' reports")
     p.add_argument("-o", "--out", help="output file (default: mlruns/reports/<search run>.html)")
     p.add_argument("--log-to-mlflow", action="store_true", help="also log the page to the parent run (report/)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -37,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     client = MlflowClient()
+    if args.show:
+        from platform.report.show import build_show
+
+        sys.stdout.write(f"{build_show(args.show, client=client, out=args.out)}\n")
+        return 0
+    if not args.search:
+        from platform.errors import ConfigError
+
+        raise ConfigError("give a search (parent run id, experiment folder or name), or --show NAME ...")
     path = build_report(args.search, client=client, out=args.out)
     if args.log_to_mlflow:
         client.log_artifact(find_parent(client, args.search).info.run_id, str(path), artifact_path="report")

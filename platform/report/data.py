@@ -41,6 +41,11 @@ class TrialData:
     spend_usd: float | None = None
 
     @property
+    def warm(self) -> bool:
+        """Started from an earlier champion's weights (a warm-started search, some tensor transferred)."""
+        return self.metrics.get("warm_init_transferred", 0.0) > 0
+
+    @property
     def category(self) -> str:
         s = self.stop
         if s == "completed":
@@ -69,6 +74,11 @@ class SearchData:
     trials: list[TrialData] = field(default_factory=list)
     cost: str | None = None
     milestones: list[int] = field(default_factory=list)
+    warm: dict | None = None  # warm_start.json: the earlier searches this one learnt from
+
+    @property
+    def warm_started(self) -> bool:
+        return self.warm is not None or "warm_start.weights" in self.tags
 
     def floors(self) -> dict[str, dict[str, float]]:
         """The classical baselines scored before the trials: ``floor.<name>.<metric>`` metrics of the
@@ -121,22 +131,22 @@ def _parse(value: str) -> Any:
 
 def _searched_keys(client, parent_id: str) -> list[str]:
     try:
-        from platform.search.conditional import SECTIONS_IN_TRIAL, SpaceModel
+        from platform.search.conditional import SpaceModel, trial_tree
 
         local = client.download_artifacts(parent_id, "resolved_spec.json")
         cfg = json.loads(Path(local).read_text())
-        return SpaceModel({k: cfg[k] for k in SECTIONS_IN_TRIAL if k in cfg}).searched_paths()
+        return SpaceModel(trial_tree(cfg)).searched_paths()
     except Exception:  # no resolved spec logged (an older or failed search): no searched paths
         return []
 
 
 def _log_keys(client, parent_id: str) -> set[str]:
     try:
-        from platform.search.conditional import SECTIONS_IN_TRIAL, SpaceModel
+        from platform.search.conditional import SpaceModel, trial_tree
 
         local = client.download_artifacts(parent_id, "resolved_spec.json")
         cfg = json.loads(Path(local).read_text())
-        model = SpaceModel({k: cfg[k] for k in SECTIONS_IN_TRIAL if k in cfg})
+        model = SpaceModel(trial_tree(cfg))
         return {p.path for p in model.params.values() if p.kind == "loguniform"}
     except Exception:  # no resolved spec logged (an older or failed search): linear axes
         return set()
@@ -153,6 +163,8 @@ def load_search(client, ref: str) -> SearchData:
                       run_name=parent.info.run_name or pid, metric=metric, mode=mode, params=dict(p),
                       metrics=dict(parent.data.metrics), tags=dict(parent.data.tags), searched=searched,
                       log_keys=_log_keys(client, pid), cost=cost)
+    if "warm_start.searches" in parent.data.tags:
+        data.warm = _json_artifact(client, pid, "warm_start.json")
     try:
         from platform.search.budget import rung_milestones
 
@@ -181,6 +193,14 @@ def load_search(client, ref: str) -> SearchData:
         data.searched = sorted(k for k in keys if len({json.dumps(t.params.get(k), default=str)
                                                        for t in data.trials}) > 1)
     return data
+
+
+def _json_artifact(client, run_id: str, name: str) -> dict | None:
+    try:
+        return json.loads(Path(client.download_artifacts(run_id, name)).read_text())
+    except Exception:  # missing or unreadable: the report goes on without it
+        log.info("no %s on run %s", name, run_id)
+        return None
 
 
 def validation_grid(client, run_id: str) -> bytes | None:

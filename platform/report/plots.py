@@ -209,3 +209,33 @@ def pareto_ids(data: SearchData) -> set[str]:
                    for tid2, q2, c2 in pts if tid2 != tid):
             out.add(tid)
     return out
+
+
+def warm_curves_plot(data: SearchData, reference: SearchData | None = None) -> bytes | None:
+    """Learning curves of the trials that started from the earlier champion (warm) against those
+    that started from scratch (cold): this search's, and ``reference``'s (a cold search of the same
+    data) as thin dashed lines."""
+    styles = {"warm": ("tab:orange", "-", 1.6), "cold": ("tab:blue", "-", 1.6), "ref": ("tab:blue", "--", 0.9)}
+    groups = [("warm" if t.warm else "cold", t) for t in data.trials if t.curve]
+    groups += [("ref", t) for t in (reference.trials if reference else []) if t.curve]
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for kind, t in groups:
+        colour, ls, lw = styles[kind]
+        pts = [(e, v) for e, v in t.curve if math.isfinite(v)]
+        if pts:
+            ax.plot([e for e, _ in pts], [v for _, v in pts], ls=ls, color=colour, lw=lw, alpha=0.85, marker="o", ms=3)
+    floor_lines(ax, data)
+    from matplotlib.lines import Line2D
+
+    labels = {"warm": "warm: from the earlier champion", "cold": "cold: from scratch",
+              "ref": f"cold search {reference.run_name}" if reference else ""}
+    kinds = list(dict.fromkeys(k for k, _ in groups))
+    ax.legend(handles=[Line2D([], [], color=styles[k][0], ls=styles[k][1], lw=2, label=labels[k]) for k in kinds],
+              fontsize=8, loc="best")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(data.metric)
+    ax.set_title("learning curves: warm vs cold trials")
+    ax.grid(alpha=0.3)
+    return _png(fig)

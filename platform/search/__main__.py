@@ -32,6 +32,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="EXPERIMENT",
                    help="continue a crashed or interrupted search: the newest one of this space under --storage, "
                         "or the given experiment folder")
+    p.add_argument("--warm-start", nargs="+", default=[], metavar="SEARCH",
+                   help="learn from earlier searches (MLflow parent run id, experiment or space name): their best "
+                        "configurations run first and their trials inform Optuna's sampler (see docs/warmstart.md)")
+    p.add_argument("--init-from", metavar="MODEL_URI",
+                   help="start every trial of the same architecture from these weights, e.g. "
+                        "models:/shot_a@champion (partial load; warm_start.init searches scratch vs champion)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one value of the space after --quick, e.g. --set resources.gpus_per_worker=0.25 "
                         "or --set 'optimizer.lr={loguniform: [1e-4, 1e-3]}' (VALUE is YAML; repeatable)")
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                              overrides=parse_overrides(args.overrides),
                              experiment=args.experiment, address=args.address, storage=args.storage,
                              promote=not args.no_promote, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                             resume=args.resume))
+                             resume=args.resume, warm_start=args.warm_start, init_from=args.init_from))
     return 0
 
 

@@ -79,7 +79,38 @@ class _Unknown(Exception):
     """A point to evaluate does not fix this value (Optuna will sample it)."""
 
 
+Unknown = _Unknown  # raised by a suggester that cannot give a value (see SpaceModel.resolve)
 UNKNOWN = object()
+
+
+def trial_tree(config: dict) -> dict:
+    """The sections of a validated config that make a trial's config: :data:`SECTIONS_IN_TRIAL`,
+    plus ``warm_start: {init, weights}`` when the search starts trials from an earlier champion
+    (``init`` may be searched)."""
+    tree = {s: config[s] for s in SECTIONS_IN_TRIAL if s in config}
+    warm = config.get("warm_start") or {}
+    if warm.get("weights"):
+        tree["warm_start"] = {"init": warm.get("init", "champion"), "weights": warm["weights"]}
+    return tree
+
+
+def distribution(p: Param):
+    """The Optuna distribution :class:`OptunaSuggester` asks for ``p`` (earlier trials given to the
+    sampler must carry the very same one, or Optuna refuses the name)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if p.kind in ("choice", "grid", "flag"):
+        return CategoricalDistribution([_encode(o) for o in p.options])
+    low, high = p.args
+    if p.kind == "uniform":
+        return FloatDistribution(float(low), float(high))
+    if p.kind == "loguniform":
+        return FloatDistribution(float(low), float(high), log=True)
+    if p.kind == "quniform":
+        return FloatDistribution(float(low), float(high), step=1.0)
+    if p.kind == "randint":
+        return IntDistribution(int(low), int(high))
+    raise ValueError(p.kind)
 
 
 # --------------------------------------------------------------------------- suggesters
@@ -151,7 +182,7 @@ class SpaceModel:
 
     @classmethod
     def from_spec(cls, spec) -> SpaceModel:
-        return cls({s: spec[s] for s in SECTIONS_IN_TRIAL})
+        return cls(trial_tree(spec.config))
 
     # ---------------------------------------------------------------- static structure
     def _collect(self, node: Any, path: str, ctx: str) -> None:
@@ -186,9 +217,11 @@ class SpaceModel:
         return list(dict.fromkeys(p.path for p in self.params.values() if p.kind in CONTINUOUS))
 
     # ---------------------------------------------------------------- resolution
-    def resolve(self, suggest: Callable[[Param], Any]) -> dict:
-        """The trial's concrete sections, asking ``suggest`` for every parameter that matters."""
-        return _Resolver(self.tree, suggest).run()
+    def resolve(self, suggest: Callable[[Param], Any], tolerant: bool = False) -> dict:
+        """The trial's concrete sections, asking ``suggest`` for every parameter that matters.
+        ``tolerant``: a ``suggest`` that raises :class:`Unknown` leaves that value (and what
+        depends on it) as :data:`UNKNOWN` instead of failing."""
+        return _Resolver(self.tree, suggest, tolerant=tolerant).run()
 
     def __call__(self, trial) -> dict:
         """Define-by-run entry point for ``OptunaSearch(space=model)``."""

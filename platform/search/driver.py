@@ -43,6 +43,8 @@ class SearchOptions:
     num_gpus: int | None = None  # GPUs of a local Ray (Ray accepts a count the machine does not have)
     time_budget: float | None = None  # seconds for the whole search (--time-budget): trials sized to it
     trainable: str = "fewshot"  # the Ray trainable every trial runs, by name (platform.train.trainable)
+    warm_start: list[str] = field(default_factory=list)  # earlier searches to learn from (--warm-start)
+    init_from: str | None = None  # models:/NAME@ALIAS whose weights start matching trials (--init-from)
 
 
 @dataclass
@@ -70,6 +72,10 @@ def user_overrides(opts: SearchOptions) -> dict:
         overrides.setdefault("task", {})["data"] = opts.data
     if opts.max_trials:
         overrides.setdefault("search", {})["num_trials"] = opts.max_trials
+    if opts.warm_start:
+        overrides.setdefault("warm_start", {})["searches"] = list(opts.warm_start)
+    if opts.init_from:
+        overrides.setdefault("warm_start", {})["weights"] = opts.init_from
     return overrides
 
 
@@ -183,6 +189,10 @@ def check_combination(spec: SearchSpec, model) -> None:
     if s["cost"]["optimize"] and sched in ("pbt", "bohb"):
         raise ConfigError(f"{spec.source}: a multi-objective search (search.cost.optimize) needs the optuna, "
                           f"random or grid searcher, not scheduler {sched}.")
+    if spec["warm_start"]["searches"] and sched in ("pbt", "bohb"):
+        raise ConfigError(f"{spec.source}: warm_start.searches (--warm-start) hands earlier trials to Optuna's "
+                          f"sampler, which scheduler {sched} does not use; use scheduler asha or hyperband (or keep "
+                          "only --init-from).")
     if sea == "grid":
         model.grid(s["searcher"]["grid_points"])  # raises for conditional spaces
     from platform.search.conditional import expand_points
@@ -493,6 +503,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from platform.search.conditional import SpaceModel
 
     check_combination(spec, SpaceModel.from_spec(spec))
+    champion = resolve_warm_start(spec, opts)  # earlier searches and champion named before anything long
     task = preflight(spec)
     check_local_ray_fits(spec, opts)
     check_pretrained(spec)
@@ -518,6 +529,9 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     metric, mode = s["metric"], s["mode"]
     storage = storage_path(opts)
     client, exp_id = tracking.setup_mlflow(spec.name)
+    from platform.search.warmstart import gather
+
+    warm = gather(client, spec, space_model)  # on the final space (after the LPIPS check and the time plan)
 
     run_ids: dict[str, str] = {}
     logged_steps: dict[str, int] = {}
@@ -554,6 +568,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
                      "repeat": f"{s['repeat']['over']} x{s['repeat']['k']}", "cost": s["cost"]["metric"],
                      "budget_usd": s["budget"]["usd"]}.items():
             client.log_param(parent_id, k, str(v))
+        record_warm_start(client, parent_id, spec, warm, champion)
     else:
         parent_id = parent.info.run_id
         client.update_run(parent_id, status="RUNNING")
@@ -594,6 +609,10 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     run_info = {"storage_path": storage, "metric": metric, "mode": mode, "keep_checkpoints": keep_best,
                 "search": spec.name, "parent_run_id": parent_id, "repeat": dict(s["repeat"]),
                 "cost": s["cost"]["metric"], "latency_size": s["cost"]["latency_size"]}
+    if champion is not None:
+        from platform.search.warminit import stage
+
+        run_info["warm_weights"] = stage(champion, exp_path)
     budget = BudgetTracker.from_spec(exp_path, spec)
     packer = TrialResources(exp_path, dict(res), dict(task.model_kwargs()), torch_trainer=uses_torch_trainer(res))
     sch = s["scheduler"]
@@ -607,7 +626,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         logged_steps=logged_steps)
     total = num_samples(spec, space_model)
     progress = ProgressReporter(total, metric, mode, s["max_concurrent"])
-    searcher = make_searcher(spec, space_model, budget_key=exp_path)
+    searcher = make_searcher(spec, space_model, budget_key=exp_path, warm=warm)
     scheduler = make_scheduler(spec, space_model)
     b = s["budget"]
     stopper = (BudgetStopper(exp_path, whole_search=sch["name"] == "pbt")
@@ -711,6 +730,39 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         mlflow.end_run()
         if not opts.address and ray.is_initialized() and not os.environ.get("PLATFORM_KEEP_RAY"):
             ray.shutdown()
+
+
+def resolve_warm_start(spec: SearchSpec, opts: SearchOptions):
+    """Check that the earlier searches exist and fetch the earlier champion's weights (None when
+    not asked for), so that bad names stop the search at once. On --resume the weights are
+    already staged and named in the restored trials' configs (and the restored searcher state
+    replaces a fed study; one killed before Tune saved it starts fed again)."""
+    cfg = spec["warm_start"]
+    if not cfg["searches"] and not cfg["weights"]:
+        return None
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from platform import tracking
+    from platform.search import warminit, warmstart
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    client = MlflowClient()
+    for ref in cfg["searches"]:
+        warmstart.find_search(client, ref)
+    return warminit.resolve(cfg["weights"]) if cfg["weights"] and not opts.resume else None
+
+
+def record_warm_start(client, parent_id: str, spec: SearchSpec, warm, champion) -> None:
+    """The show this shot belongs to and where its knowledge came from, on the parent run."""
+    from platform.search import warminit, warmstart
+
+    if spec["show"]:
+        client.set_tag(parent_id, "show", spec["show"])
+    if warm is not None:
+        warmstart.record(client, parent_id, warm)
+    if champion is not None:
+        warminit.record(client, parent_id, champion)
 
 
 def size_to_budget(spec: SearchSpec, task, opts: SearchOptions, started: float):

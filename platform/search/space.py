@@ -81,14 +81,18 @@ def num_samples(spec: SearchSpec, model: SpaceModel) -> int:
     return n
 
 
-def make_searcher(spec: SearchSpec, model: SpaceModel | None = None, budget_key: str | None = None):
-    """The search algorithm (wrapped for concurrency and budget), or None for PBT."""
+def make_searcher(spec: SearchSpec, model: SpaceModel | None = None, budget_key: str | None = None, warm=None):
+    """The search algorithm (wrapped for concurrency and budget), or None for PBT. ``warm``: a
+    :class:`~platform.search.warmstart.WarmStart` whose points go first and whose earlier trials
+    are given to Optuna's sampler."""
     from ray import tune
 
     s = spec["search"]
     sched = s["scheduler"]["name"]
     model = model or SpaceModel.from_spec(spec)
     points = expand_points(s["points_to_evaluate"], model, "search.points_to_evaluate")
+    if warm is not None:
+        points = warm.points + [p for p in points if p not in warm.points]
     if sched == "pbt":
         if points:
             log.warning("search.points_to_evaluate is ignored with PBT (it starts from random configs)")
@@ -97,6 +101,9 @@ def make_searcher(spec: SearchSpec, model: SpaceModel | None = None, budget_key:
         searcher = _bohb_searcher(spec)
     else:
         searcher = _optuna_searcher(spec, model, points)
+        if warm is not None and warm.mapped:
+            log.info("warm start: %d earlier trial(s) given to the %s sampler", warm.feed(searcher._ot_study),
+                     s["searcher"]["name"])
     searcher = tune.search.ConcurrencyLimiter(searcher, max_concurrent=s["max_concurrent"])
     if budget_key is not None:
         from platform.search.budget import BudgetLimiter

@@ -32,6 +32,7 @@ from platform.data.device_crops import DeviceCrops, make_device_crops
 from platform.safeio import load_state, save_atomic, to_json_text
 from platform.train.pretrained import Finetuning, load_pretrained_weights, lr_schedule, optimizer_groups
 from platform.train.session import Session, all_reduce_sum, distributed
+from platform.train.warm import init_from_champion
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class Trial:
     epochs: int
     start_epoch: int = 0
     finetuning: Finetuning | None = None  # set when the trial starts from pretrained weights
+    warm_init: dict[str, float] | None = None  # the load counts when it starts from an earlier champion
     device_crops: DeviceCrops | None = None  # crops cut on the GPU instead of by the loader
     # Enabled for fp16 only; disabled it passes every call through.
     scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
@@ -200,6 +202,7 @@ def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial
                                          session.world_size, session.rank)
     if finetuning is None and fit_start:
         init_from_data(model, task, seed)
+    warm_init = init_from_champion(model, config, session.rank)  # a warm-started search's earlier champion
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)
@@ -227,7 +230,7 @@ def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial
                                                                          steps_per_epoch))
     trial = Trial(config, session, task, dataset, sampler, loader, model, criterion, optimizer, scheduler, device,
                   precision, channels_last, params, opt_cfg.get("grad_clip"), list(criterion.weights), batch_size,
-                  steps_per_epoch, epochs, finetuning=finetuning,
+                  steps_per_epoch, epochs, finetuning=finetuning, warm_init=warm_init,
                   device_crops=make_device_crops(dataset, device, train_cfg.get("device_crops", "auto")),
                   scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
     resume = session.get_checkpoint_dir()
@@ -357,6 +360,7 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
             metrics["first_step_at"] = t.first_step_at
             if t.finetuning is not None:
                 metrics.update(t.finetuning.metrics)
+            metrics.update(t.warm_init or {})
             if t.criterion.dropped:
                 metrics["dropped_losses"] = "; ".join(f"{k}: {v}" for k, v in t.criterion.dropped.items())
         with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
