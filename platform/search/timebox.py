@@ -119,16 +119,22 @@ def build(config: dict, crop: int, batch: int):
 
 
 def time_steps(trial, crop: int, steps: int = 2) -> float:
-    """Median seconds of a training step at ``crop`` (after one warm-up step). The inputs are the
-    trial's own first batch resampled to the crop: a step's cost does not depend on the pixels."""
+    """Median seconds of a training step at ``crop`` (after one warm-up step), drawing each batch
+    from the trial's loader (cutting and augmenting crops is part of a step) and resampling it to
+    ``crop`` when the loader cuts another size: a step's cost does not depend on the pixels."""
     from platform.train.loop import train_step
 
     trial.model.train()
-    x, y = next(iter(trial.loader))
-    x, y = _resized(x, crop), _resized(y, crop)
-    times = []
+    times, batches = [], iter(())
     for i in range(steps + 1):
         t0 = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:  # (re)start the loader: it holds as many batches as the trial was built for
+            batches = iter(trial.loader)
+            batch = next(batches)
+        x, y = batch
+        if x.shape[-1] != crop:
+            x, y = _resized(x, crop), _resized(y, crop)
         total, _ = train_step(trial, x, y)
         float(total.detach())  # wait for the device
         if i:
