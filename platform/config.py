@@ -291,7 +291,7 @@ SCHEMA: dict[str, Any] = {
                                doc="the crop is the largest at which a trial still makes this many steps"),
             "waves": Field((int,), default=1, searchable=False, check=_positive,
                            doc="trials = the trials that run at once x waves"),
-            "overhead_s": Field(NUM, default=50.0, searchable=False, check=_non_negative,
+            "overhead_s": Field(NUM, default=40.0, searchable=False, check=_non_negative,
                                 doc="seconds of the budget kept for Ray's start, each trial's start-up, "
                                     "registration and the report"),
         },
