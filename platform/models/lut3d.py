@@ -259,8 +259,8 @@ def lut3d(size: str = "local", in_channels: int = 3, out_channels: int = 3, pret
     ``lut_lr`` multiplies the learning rate of the LUT nodes (default 0.1 with ``init: fit``, 1 with
     ``identity``; 0 freezes the LUT). A fitted LUT is already the best global grade: at the full
     rate, Adam's per-node steps (as large for a node that two pixels visit as for a busy one) shake
-    it while the residual learns; on the bundled ``vfx_grade`` set 0.1 gives +0.3 dB on unseen frames
-    after 1000 steps, where 0 (frozen) gives less."""
+    it while the residual learns; on the bundled ``vfx_grade`` set 0.1 gives +0.3 to +0.5 dB on
+    unseen frames after 1000-2000 steps, 0 (frozen) less (docs/quality.md)."""
     check_channels("lut3d", in_channels=in_channels, out_channels=out_channels)
     no_pretrained("lut3d", pretrained)
     if in_channels != 3 or out_channels != 3:
