@@ -297,7 +297,8 @@ SCHEMA: dict[str, Any] = {
             "waves": Field((int,), default=1, searchable=False, check=_positive,
                            doc="trials = the trials that run at once x waves"),
             "overhead_s": Field(NUM, default=40.0, searchable=False, check=_non_negative,
-                                doc="seconds of the budget kept for Ray's start, registration and the report"),
+                                doc="seconds of the budget kept for Ray's start, each trial's start-up, "
+                                    "registration and the report"),
         },
     },
     # Promotion to the registry's `champion` alias (platform.champion): only above the quality

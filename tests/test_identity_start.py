@@ -108,3 +108,32 @@ def test_lut3d_fit_start_equals_the_least_squares_floor():
     with torch.no_grad():
         a, b = model.eval()(probe), floor(probe)
     assert float((a - b).abs().max()) < 2e-3  # 17³ resampled to 33³: trilinear of trilinear
+
+
+def test_lut3d_fitted_lut_trains_at_its_own_learning_rate_factor():
+    """`lut_lr` (default 0.1 with init: fit, 1 with identity) gives the LUT nodes their own optimiser
+    group; 0 keeps the fitted LUT as it is while the residual learns."""
+    from platform.train.pretrained import optimizer_groups
+
+    assert create("lut3d", size="local").lut_lr == 0.1
+    assert create("lut3d", size="local", init="identity").lut_lr == 1.0
+    with pytest.raises(Exception, match="lut_lr"):
+        create("lut3d", size="local", lut_lr=-1)
+
+    model = create("lut3d", size="local", lut_lr=0.1)
+    groups = optimizer_groups(model, None, 1e-3, 0.0)
+    assert [g["lr_factor"] for g in groups] == [1.0, 0.1] and groups[1]["lr"] == pytest.approx(1e-4)
+    assert groups[1]["params"] == [model.offset]
+    assert len(optimizer_groups(create("lut3d", size="local", init="identity"), None, 1e-3, 0.0)) == 1
+
+    torch.manual_seed(0)
+    model = create("lut3d", size="local", lut_lr=0.0)
+    opt = torch.optim.AdamW(optimizer_groups(model, None, 1e-2, 0.0), lr=1e-2, weight_decay=0.0)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    before = model.offset.detach().clone()
+    for _ in range(3):
+        opt.zero_grad()
+        (model(x) - 0.5 * x).abs().mean().backward()
+        opt.step()
+    assert torch.equal(model.offset.detach(), before)
+    assert float(model.local.out.weight.detach().abs().max()) > 0  # the residual learnt

@@ -25,7 +25,7 @@ def test_the_plan_spends_the_budget_on_steps_at_the_largest_crop_that_keeps_enou
     step_192 = m.step_at(192)
     assert 540 / step_192 >= 1000 > 540 / m.step_at(256)  # 192 is the largest crop with >= 1000 steps
     assert p.crop == 192
-    assert p.epochs == 30  # 10% of 600 s over 2 s validations, capped at 30
+    assert p.epochs == 15  # 5% of 600 s over 2 s validations
     spent = p.steps * p.step_s + p.epochs * p.val_s
     assert 0.97 * 600 <= spent <= 600 + p.epochs * p.step_s * 8  # within one rounding per epoch
     assert p.crops_per_epoch % 8 == 0
@@ -52,6 +52,26 @@ def test_the_user_fixes_win_over_the_plan():
     assert timebox.trial_time_limit(spec) == pytest.approx(1.5 * p.trial_seconds)
 
 
+def test_the_plan_warms_up_over_a_twentieth_of_the_steps_and_writes_a_measured_bf16_choice():
+    from platform.config import load_spec
+
+    spec = load_spec("nafnet_fewshot", quick=True)
+    m = Measurement((64, 128), (0.05, 0.2), 1.0, precision="bf16")
+    p = plan(200, m, [64, 128], 4, 2, 1, 2000)
+    timebox.apply(spec, p, {})
+    assert spec["schedule"]["warmup_epochs"] == pytest.approx(0.05 * p.epochs, abs=1e-3)
+    assert spec["train"]["precision"] == "bf16" and spec["train"]["channels_last"] is True
+    assert "bf16" in p.describe()
+    # A precision the user fixed stays; fp32 measured faster writes nothing.
+    pinned = {"train": {"precision": "fp32"}}
+    spec = load_spec("nafnet_fewshot", quick=True, overrides=pinned)
+    timebox.apply(spec, p, pinned)
+    assert spec["train"]["precision"] == "fp32"
+    spec = load_spec("nafnet_fewshot", quick=True)
+    timebox.apply(spec, plan(200, Measurement((64, 128), (0.05, 0.2), 1.0), [64, 128], 4, 2, 1, 2000), {})
+    assert spec["train"]["precision"] == "auto"
+
+
 def test_a_real_step_is_measured_on_the_common_trainer(one_thread):
     from platform.config import load_spec
     from platform.data.samples import resolve_data
@@ -61,4 +81,10 @@ def test_a_real_step_is_measured_on_the_common_trainer(one_thread):
     configs = timebox.candidate_configs(spec)
     assert [c["model"]["size"] for c in configs] == ["local"]
     m = timebox.measure(spec, [64, 96], batch=2)
-    assert 0 < m.step_s[0] and 0 < m.step_s[1] and m.val_s > 0
+    assert 0 < m.step_s[0] and 0 < m.step_s[1] and m.val_s > 0 and m.precision == "auto"
+    # A step at the smallest crop slower than the budget allows: the largest crop is not timed.
+    m = timebox.measure(spec, [64, 96], batch=2, max_step_s=1e-6)
+    assert m.crops == (64, 64) and m.step_s[0] == m.step_s[1]
+    # bf16 is timed beside the default precision and kept only when clearly faster.
+    m = timebox.measure(spec, [64, 96], batch=2, precisions=("auto", "bf16"))
+    assert m.precision in ("auto", "bf16") and m.step_s[0] > 0

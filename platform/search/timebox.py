@@ -10,7 +10,11 @@ crop, and one validation pass. From those figures :func:`plan` picks
   or GPUs a trial needs) times ``timebox.waves``: few, long trials learn more than many short ones;
 * the crop: the largest candidate at which a trial still makes ``timebox.min_steps`` steps
   (step time is modelled as affine in the crop's pixel count between the two measurements);
-* epochs and crops per epoch: validation takes about a tenth of a trial, the rest is steps.
+* epochs and crops per epoch: validation takes about a twentieth of a trial, the rest is steps
+  (the learning rate warms up over the first 5% of them);
+* on a CPU with ``train.precision: auto``: bf16 autocast and ``channels_last`` when a measured
+  step is clearly faster that way (CPUs with bf16 matrix units, e.g. Intel AMX: about 2x for the
+  lut3d family), fp32 otherwise.
 
 Whatever the user fixed (``--set``, ``--max-trials``, a searched crop) is left alone. A per-trial
 time limit of 1.5x the plan stops a trial that the machine's load slows far beyond the plan.
@@ -35,9 +39,11 @@ from platform.errors import ConfigError
 log = logging.getLogger(__name__)
 
 CROPS = (64, 96, 128, 160, 192, 256, 320, 384, 512)
-VALIDATION_SHARE = 0.1  # of a trial's time spent validating (sets the number of epochs)
+VALIDATION_SHARE = 0.05  # of a trial's time spent validating (sets the number of epochs)
+WARMUP_SHARE = 0.05  # of a trial's steps spent warming the learning rate up (at most the spec's warm-up)
 SLACK = 1.5  # a trial is stopped at this multiple of its planned time
 MIN_SHARE = 0.2  # of the budget the trials always get, however long the preparation took
+BF16_GAIN = 0.85  # on a CPU, bf16 autocast (+ channels_last) is chosen when a step takes at most this share
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Plan:
     val_s: float
     epochs: int
     crops_per_epoch: int
+    precision: str = "auto"  # "bf16": measured faster on this CPU than fp32, written into train.precision
 
     @property
     def steps(self) -> int:
@@ -61,7 +68,7 @@ class Plan:
         return (f"time budget {self.seconds:.0f} s: {self.trials} trial(s), {self.concurrency} at a time, "
                 f"{self.trial_seconds:.0f} s each: crop {self.crop}, batch {self.batch}, {self.epochs} epochs x "
                 f"{self.crops_per_epoch} crops = {self.steps} steps (measured {1000 * self.step_s:.0f} ms/step, "
-                f"{self.val_s:.1f} s/validation)")
+                f"{self.val_s:.1f} s/validation{', bf16 autocast' if self.precision == 'bf16' else ''})")
 
 
 def parse_duration(text: str | float) -> float:
@@ -112,21 +119,57 @@ def build(config: dict, crop: int, batch: int):
 
 
 def time_steps(trial, crop: int, steps: int = 2) -> float:
-    """Median seconds of a training step at ``crop`` (after one warm-up step). The inputs are the
-    trial's own first batch resampled to the crop: a step's cost does not depend on the pixels."""
+    """Median seconds of a training step at ``crop`` (after one warm-up step), drawing each batch
+    from the trial's loader (cutting and augmenting crops is part of a step) and resampling it to
+    ``crop`` when the loader cuts another size: a step's cost does not depend on the pixels."""
     from platform.train.loop import train_step
 
     trial.model.train()
-    x, y = next(iter(trial.loader))
-    x, y = _resized(x, crop), _resized(y, crop)
-    times = []
+    times, batches = [], iter(())
     for i in range(steps + 1):
         t0 = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:  # (re)start the loader: it holds as many batches as the trial was built for
+            batches = iter(trial.loader)
+            batch = next(batches)
+        x, y = batch
+        if x.shape[-1] != crop:
+            x, y = _resized(x, crop), _resized(y, crop)
         total, _ = train_step(trial, x, y)
         float(total.detach())  # wait for the device
         if i:
             times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def time_steps_together(trials: list, crop: int, steps: int = 3) -> float:
+    """Seconds of a training step at ``crop`` while ``len(trials)`` copies of the trial step at once,
+    one thread each (the slowest copy's median): what each of the trials a search runs side by side
+    on this CPU will see, other people's load included. A step measured alone is up to twice as fast
+    on a two-core machine."""
+    if len(trials) == 1:
+        return time_steps(trials[0], crop, steps)
+    import threading
+
+    barrier = threading.Barrier(len(trials))
+    results: list[float | None] = [None] * len(trials)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = time_steps(trials[i], crop, steps)
+        except BaseException as exc:  # re-raised in the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(trials))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return max(r for r in results if r is not None)
 
 
 def _resized(t, crop: int):
@@ -149,6 +192,7 @@ class Measurement:
     crops: tuple[int, int]
     step_s: tuple[float, float]  # at the two crops
     val_s: float
+    precision: str = "auto"
 
     def step_at(self, crop: int) -> float:
         """Affine in the pixel count between the two measured crops (never below the smaller)."""
@@ -159,17 +203,73 @@ class Measurement:
         return max(s0, s0 + slope * (crop * crop - c0 * c0))
 
 
-def measure(spec: SearchSpec, crops: list[int], batch: int) -> Measurement:
-    """Step times of the slowest candidate model at the smallest and largest crop, and a validation."""
+def with_precision(config: dict, precision: str) -> dict:
+    """A trial config trained in ``precision`` ("bf16": autocast and channels_last; "auto": as is)."""
+    if precision != "bf16":
+        return config
+    return {**config, "train": {**config["train"], "precision": "bf16", "channels_last": True}}
+
+
+def measure(spec: SearchSpec, crops: list[int], batch: int, max_step_s: float | None = None,
+            precisions: tuple[str, ...] = ("auto",), together: int = 1) -> Measurement:
+    """Step times of the slowest candidate model at the smallest and largest crop, and a validation.
+
+    ``max_step_s``: when a step at the smallest crop already takes longer (the budget cannot buy
+    ``min_steps`` steps even there), the largest crop is not timed: the plan takes the smallest
+    anyway, and a step at a large crop costs seconds of the budget on a CPU.
+
+    ``precisions`` ("auto", "bf16"): each is timed at the smallest crop and the fastest is kept
+    (bf16 only when its slowest candidate takes at most ``BF16_GAIN`` of the first's): CPUs with
+    bf16 matrix units (AMX, recent ARM) train a small convolutional network twice as fast in bf16,
+    others emulate it and are slower.
+
+    ``together`` > 1 (CPU trials that run side by side): the slowest candidate's steps are timed
+    again with that many copies stepping at once (:func:`time_steps_together`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(_threads(spec))
     try:
-        worst, worst_trial = None, None
-        for config in candidate_configs(spec):
-            trial = build(config, crops[0], batch)
-            m = Measurement((crops[0], crops[-1]), (time_steps(trial, crops[0]), time_steps(trial, crops[-1])), 0.0)
+        timed: dict[str, list] = {}
+        for precision in precisions:
+            rows = []
+            try:
+                for config in candidate_configs(spec):
+                    trial = build(with_precision(config, precision), crops[0], batch)
+                    if precision != "auto" and trial.device.type != "cpu":
+                        break  # a GPU's precision is the trainer's own choice
+                    rows.append((trial, time_steps(trial, crops[0])))
+                else:
+                    timed[precision] = rows
+            except Exception as exc:  # e.g. an operator without a bf16 CPU kernel: keep the first precision
+                if precision == precisions[0]:
+                    raise
+                log.info("search.timebox: %s steps failed on this machine (%s); keeping %s", precision, exc,
+                         precisions[0])
+        chosen = precisions[0]
+        for precision in precisions[1:]:
+            if precision in timed and (max(t for _, t in timed[precision])
+                                       <= BF16_GAIN * max(t for _, t in timed[chosen])):
+                chosen = precision
+        if len(timed) > 1:
+            log.info("search.timebox: a step at %d px takes %s", crops[0], ", ".join(
+                f"{1000 * max(t for _, t in rows):.0f} ms in {p if p != 'auto' else 'the default precision'}"
+                for p, rows in timed.items()))
+        worst, worst_trial, worst_config = None, None, None
+        for config, (trial, small) in zip(candidate_configs(spec), timed[chosen]):
+            if max_step_s is not None and small > max_step_s:
+                m = Measurement((crops[0], crops[0]), (small, small), 0.0, chosen)
+            else:
+                m = Measurement((crops[0], crops[-1]), (small, time_steps(trial, crops[-1])), 0.0, chosen)
             if worst is None or m.step_at(crops[-1]) > worst.step_at(crops[-1]):
-                worst, worst_trial = m, trial
+                worst, worst_trial, worst_config = m, trial, config
+        if together > 1 and worst_trial.device.type == "cpu":
+            copies = [worst_trial] + [build(with_precision(worst_config, chosen), crops[0], batch)
+                                      for _ in range(together - 1)]
+            alone = worst.step_s
+            worst.step_s = tuple(time_steps_together(copies, c) for c in sorted(set(worst.crops)))
+            if len(worst.step_s) == 1:
+                worst.step_s = (worst.step_s[0], worst.step_s[0])
+            log.info("search.timebox: %d trials stepping at once: %.0f ms/step at %d px (%.0f ms alone)", together,
+                     1000 * worst.step_s[0], crops[0], 1000 * alone[0])
         worst.val_s = time_validation(worst_trial)
         return worst
     finally:
@@ -210,7 +310,7 @@ def plan(seconds: float, m: Measurement, crops: list[int], batch: int, trials_at
     steps = max(epochs, int((trial_s - epochs * m.val_s) / step_s))
     per_epoch = max(1, math.ceil(steps / epochs)) * batch
     return Plan(seconds, trial_s, trials_at_once * waves, trials_at_once, crop, batch, step_s, m.val_s, epochs,
-                per_epoch)
+                per_epoch, m.precision)
 
 
 def pinned(overrides: dict, key: str) -> bool:
@@ -235,7 +335,12 @@ def size_search(spec: SearchSpec, task, seconds: float, overrides: dict, started
     if crops is None:
         log.warning("search.timebox: the crop or batch size is searched; only trials and epochs are sized")
         crops, batch = [64], 4
-    m = measure(spec, [crops[0], crops[-1]], batch)
+    ahead = seconds - (time.monotonic() - started) - float(box["overhead_s"])  # an upper bound of a trial's time
+    max_step_s = (1 - VALIDATION_SHARE) * max(ahead, MIN_SHARE * seconds) / int(box["waves"]) / int(box["min_steps"])
+    try_bf16 = (spec["train"]["precision"] == "auto" and not pinned(overrides, "train.precision")
+                and float(spec["resources"]["gpus_per_worker"]) == 0)
+    m = measure(spec, [crops[0], crops[-1]], batch, max_step_s=max_step_s,
+                precisions=("auto", "bf16") if try_bf16 else ("auto",), together=concurrency(spec))
     spent = time.monotonic() - started
     remaining = seconds - spent - float(box["overhead_s"])
     if remaining < MIN_SHARE * seconds:  # a loaded machine: train for a fifth of the budget, and say so
@@ -253,10 +358,12 @@ def apply(spec: SearchSpec, p: Plan, overrides: dict) -> None:
     cfg = spec.config
     updates = {"task.crop": p.crop, "task.crops_per_epoch": p.crops_per_epoch, "train.epochs": p.epochs,
                "search.num_trials": p.trials, "search.max_concurrent": p.concurrency,
-               "schedule.warmup_epochs": min(float(cfg["schedule"]["warmup_epochs"]), max(1, p.epochs // 10)),
+               "schedule.warmup_epochs": min(float(cfg["schedule"]["warmup_epochs"]), round(WARMUP_SHARE * p.epochs, 3)),
                "train.image_every": max(1, p.epochs // 3)}
     if is_search_node(cfg["task"]["crop"]):
         updates.pop("task.crop")
+    if p.precision == "bf16":
+        updates.update({"train.precision": "bf16", "train.channels_last": True})
     for key, value in updates.items():
         if not pinned(overrides, key):
             section, name = key.split(".")

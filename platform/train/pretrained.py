@@ -68,9 +68,24 @@ def load_pretrained_weights(model: torch.nn.Module, cfg: dict[str, Any] | None, 
 
 def optimizer_groups(model: torch.nn.Module, finetuning: Finetuning | None, lr: float,
                      weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: one group, or backbone and head at their learning-rate factors."""
+    """AdamW parameter groups: one group, or backbone and head at their learning-rate factors.
+
+    A model may ask for its own factors (``lr_factors()``: {parameter name: factor}, e.g. the lut3d
+    family's fitted LUT, which Adam's per-parameter steps would otherwise shake): those parameters
+    get a group of their own at ``lr * factor`` (``lr_factor`` in the group, which resumes and PBT
+    mutations keep)."""
     if finetuning is None:
-        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        raw = getattr(model, "module", model)
+        factors = {n: float(f) for n, f in (raw.lr_factors() if hasattr(raw, "lr_factors") else {}).items()
+                   if float(f) != 1.0}
+        named = [(n, p) for n, p in raw.named_parameters() if p.requires_grad]
+        rest = [p for n, p in named if n not in factors]
+        groups = [{"params": rest, "name": "all", "lr_factor": 1.0}] if rest else []
+        for f in sorted(set(factors.values())):
+            params = [p for n, p in named if factors.get(n) == f]
+            if params:
+                groups.append({"params": params, "name": f"lr_x{f:g}", "lr": lr * f, "lr_factor": f})
+        return groups
     return param_groups(model, finetuning.loaded_names, lr, finetuning.options, weight_decay=weight_decay)
 
 
