@@ -195,6 +195,11 @@ SCHEMA: dict[str, Any] = {
         "image_every": Field((int,), default=5, searchable=False, check=_positive,
                              doc="log validation image grids every N epochs (and at the last)"),
         "max_failures": Field((int,), default=1, searchable=False, check=_non_negative),
+        "time_budget_s": Field(NUM + (type(None),), default=None, searchable=False, check=_positive,
+                               doc="wall-clock seconds for a trial's training and validation (set by a "
+                                   "time-boxed search): when the machine runs slower than planned, the "
+                                   "remaining epochs take fewer steps and the learning-rate schedule ends on "
+                                   "time (null: every planned step)"),
     },
     # Fine-tuning from the pretrained store (platform.pretrained): the weights are loaded into the
     # trial's model (strict when they fit exactly, else a partial load that reports its counts);

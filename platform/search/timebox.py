@@ -359,7 +359,7 @@ def apply(spec: SearchSpec, p: Plan, overrides: dict) -> None:
     updates = {"task.crop": p.crop, "task.crops_per_epoch": p.crops_per_epoch, "train.epochs": p.epochs,
                "search.num_trials": p.trials, "search.max_concurrent": p.concurrency,
                "schedule.warmup_epochs": min(float(cfg["schedule"]["warmup_epochs"]), round(WARMUP_SHARE * p.epochs, 3)),
-               "train.image_every": max(1, p.epochs // 3)}
+               "train.image_every": max(1, p.epochs // 3), "train.time_budget_s": round(p.trial_seconds, 1)}
     if is_search_node(cfg["task"]["crop"]):
         updates.pop("task.crop")
     if p.precision == "bf16":

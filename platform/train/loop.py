@@ -30,11 +30,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from platform import losses as losses_lib, models as models_lib, tasks as tasks_lib
 from platform.data.device_crops import DeviceCrops, make_device_crops
 from platform.safeio import load_state, save_atomic, to_json_text
+from platform.train.pace import Pace, Schedule
 from platform.train.pretrained import Finetuning, load_pretrained_weights, lr_schedule, optimizer_groups
 from platform.train.session import Session, all_reduce_sum, distributed
 from platform.train.warm import init_from_champion
 
 log = logging.getLogger(__name__)
+clock = time.perf_counter  # the trainer's clock for epoch times and the time budget (tests replace it)
 
 CHECKPOINT_FILE = "state.pt"
 GRID_FILE = "val_grid.png"
@@ -91,20 +93,6 @@ def create_criterion(task, spec: dict | None):
     if hasattr(task, "create_loss"):
         return task.create_loss(spec, allow_unavailable=True)
     return losses_lib.create(spec or task.default_loss(), allow_unavailable=True)
-
-
-def lr_lambda_factory(total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, kind: str):
-    floor = min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
-
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def _save_checkpoint(folder: Path, model, optimizer, scheduler, epoch: int, config: dict, metrics: dict,
@@ -164,6 +152,7 @@ class Trial:
     steps_per_epoch: int
     epochs: int
     start_epoch: int = 0
+    schedule: Schedule | None = None  # the learning-rate schedule (a time budget may shorten it)
     finetuning: Finetuning | None = None  # set when the trial starts from pretrained weights
     warm_init: dict[str, float] | None = None  # the load counts when it starts from an earlier champion
     device_crops: DeviceCrops | None = None  # crops cut on the GPU instead of by the loader
@@ -224,13 +213,13 @@ def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial
                                   fused=device.type == "cuda")
     epochs = int(train_cfg["epochs"])
     warmup_steps = round(float(sch_cfg.get("warmup_epochs", 0)) * steps_per_epoch)
-    per_step = lr_lambda_factory(epochs * steps_per_epoch, warmup_steps, lr, float(sch_cfg["min_lr"]),
-                                 sch_cfg.get("name", "cosine"))
+    per_step = Schedule(epochs * steps_per_epoch, warmup_steps, lr, float(sch_cfg["min_lr"]),
+                        sch_cfg.get("name", "cosine"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(optimizer, finetuning, per_step,
                                                                          steps_per_epoch))
     trial = Trial(config, session, task, dataset, sampler, loader, model, criterion, optimizer, scheduler, device,
                   precision, channels_last, params, opt_cfg.get("grad_clip"), list(criterion.weights), batch_size,
-                  steps_per_epoch, epochs, finetuning=finetuning, warm_init=warm_init,
+                  steps_per_epoch, epochs, schedule=per_step, finetuning=finetuning, warm_init=warm_init,
                   device_crops=make_device_crops(dataset, device, train_cfg.get("device_crops", "auto")),
                   scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
     resume = session.get_checkpoint_dir()
@@ -328,16 +317,19 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
     session = session or Session()
     t = build_trial(config, session)
     image_every = int(t.config["train"].get("image_every", 5))
+    pace = make_pace(t)
+    started = clock()
     last: dict[str, Any] = {}
     for epoch in range(t.start_epoch, t.epochs):
-        t0 = time.perf_counter()
-        sums = train_epoch(t, epoch)
+        t0 = clock()
+        steps = pace.epoch_steps() if pace else t.steps_per_epoch
+        sums = train_epoch(t, epoch, max_steps=steps)
         # Reporting point: one host sync per epoch.
-        values = (all_reduce_sum(sums) / (t.steps_per_epoch * session.world_size)).tolist()
+        values = (all_reduce_sum(sums) / (steps * session.world_size)).tolist()
         if not math.isfinite(values[0]):
             raise NonFiniteLossError(f"training loss became {values[0]} at epoch {epoch + 1}; "
                                      "stopping this trial (lower the learning rate or check the data).")
-        train_time = time.perf_counter() - t0
+        train_time = clock() - t0
 
         want_grid = session.rank == 0 and ((epoch + 1) % image_every == 0 or epoch + 1 == t.epochs)
         val = t.task.validate(t.model, t.device, t.precision, rank=session.rank, world_size=session.world_size,
@@ -353,8 +345,9 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
             **{f"train_loss/{n}": values[i + 1] for i, n in enumerate(t.names)},
             **val_metrics,
             **_lr_metrics(t),
-            "epoch_time_s": time.perf_counter() - t0,
-            "train_images_per_s": t.steps_per_epoch * t.batch_size * session.world_size / max(train_time, 1e-9),
+            "epoch_time_s": clock() - t0,
+            "train_images_per_s": steps * t.batch_size * session.world_size / max(train_time, 1e-9),
+            "train_steps": t.scheduler.last_epoch,
         }
         if epoch == t.start_epoch:
             metrics["first_step_at"] = t.first_step_at
@@ -371,7 +364,29 @@ def train_loop(config: dict, session: Session | None = None) -> dict[str, Any]:
         last = metrics
         if distributed():
             torch.distributed.barrier()
+        if pace and not keep_pace(pace, t, started, train_time, steps, epoch):
+            break
     return last
+
+
+def make_pace(t: Trial) -> Pace | None:
+    """A :class:`Pace` when the trial has a time budget (``train.time_budget_s``, set by a time-boxed search)."""
+    budget = t.config["train"].get("time_budget_s")
+    if not budget or t.schedule is None:
+        return None
+    return Pace(float(budget), t.schedule, t.steps_per_epoch, t.epochs)
+
+
+def keep_pace(pace: Pace, t: Trial, started: float, train_time: float, steps: int, epoch: int) -> bool:
+    """Re-plan after an epoch; every worker decides from the slowest one's times (same steps everywhere)."""
+    elapsed = clock() - started
+    times = torch.tensor([elapsed, train_time], dtype=torch.float64)
+    if distributed():
+        times = times.to(t.device)
+        torch.distributed.all_reduce(times, op=torch.distributed.ReduceOp.MAX)
+    elapsed, train_time = times.tolist()
+    other = elapsed - pace.train_s - pace.val_s - train_time
+    return pace.after_epoch(elapsed, train_time, other, steps, t.scheduler.last_epoch, epoch + 1)
 
 
 def _lr_metrics(t: Trial) -> dict[str, float]:
