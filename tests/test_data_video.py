@@ -1,13 +1,16 @@
-"""Validation sequences: video files and numbered frame folders; streaming flicker matches the metric."""
+"""Video files and numbered frame folders (validation sequences), 8- to 12-bit; streaming flicker matches the metric."""
 
 from __future__ import annotations
 
+import subprocess
+
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
 from platform.data.formats import write_array
-from platform.data.video import frame_files, read_frames, write_frames, write_video
+from platform.data.video import frame_files, iter_frames, probe, read_frames, read_video, write_frames, write_video
 from platform.errors import DataError
 
 RNG = np.random.default_rng(5)
@@ -37,6 +40,65 @@ def test_h264_video_is_close(tmp_path):
     back = read_frames(write_video(tmp_path / "clip.mp4", frames, fps=24))  # smooth pictures: lossy but close
     assert len(back) == 4 and back[0].shape == (32, 48, 3)
     assert np.abs(back[2].astype(int) - frames[2]).mean() < 12
+
+
+def _ffmpeg_video(path, pix_fmt: str, planes: list[np.ndarray], tags=()) -> None:
+    """A lossless FFV1 clip made by the bundled ffmpeg straight from raw planar samples
+    (``planes``: one (P, H, W) integer array per frame, in ``pix_fmt``'s plane order)."""
+    _, h, w = planes[0].shape
+    raw = b"".join(np.ascontiguousarray(f).astype("<u2").tobytes() for f in planes)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", pix_fmt,
+                    "-s", f"{w}x{h}", "-r", "24", "-i", "-", "-c:v", "ffv1", *tags, str(path)], input=raw, check=True)
+
+
+@pytest.mark.parametrize("bits", [10, 12])
+def test_10_and_12_bit_video_keeps_every_bit(tmp_path, bits):
+    top = 2**bits - 1
+    codes = [RNG.integers(0, top + 1, size=(24, 40, 3)) for _ in range(3)]  # R, G, B samples
+    path = tmp_path / f"plate{bits}.mkv"
+    _ffmpeg_video(path, f"gbrp{bits}le", [c.transpose(2, 0, 1)[[1, 2, 0]] for c in codes])  # planes G, B, R
+    info = probe(path)
+    assert (info.frames, info.width, info.height, info.bit_depth, info.pix_fmt) == (3, 40, 24, 16, f"gbrp{bits}le")
+    for got in (list(read_video(path, info)), read_frames(path)):
+        assert len(got) == 3
+        for frame, want in zip(got, codes):
+            assert frame.dtype == np.uint16 and frame.shape == (24, 40, 3)
+            np.testing.assert_array_equal(np.round(frame.astype(np.float64) * top / 65535), want)
+            assert len(np.unique(frame)) > 256  # more levels than 8 bits hold
+    np.testing.assert_array_equal(next(iter_frames(path, start=2)), read_frames(path)[2])
+
+
+def test_10bit_yuv_video_keeps_depth_and_colour_tags(tmp_path):
+    """A BT.709 limited-range 10-bit grey ramp: its tags are read, and every 10-bit step of the
+    ramp is a distinct, higher value after decoding (8-bit decoding merges four steps into one)."""
+    luma = np.tile(np.arange(400, 560), (8, 1))  # 160 consecutive 10-bit codes, neutral chroma
+    planes = np.stack([luma, np.full_like(luma, 512), np.full_like(luma, 512)])
+    path = tmp_path / "ramp.mkv"
+    _ffmpeg_video(path, "yuv444p10le", [planes] * 2, tags=["-colorspace", "bt709", "-color_primaries", "bt709",
+                                                          "-color_trc", "bt709", "-color_range", "tv"])
+    info = probe(path)
+    assert (info.bit_depth, info.colorspace, info.color_range) == (16, "bt709", "tv")
+    row = next(read_video(path, info))[4].astype(np.int64)  # (160, 3)
+    assert (row[:, 0] == row[:, 1]).all() and (row[:, 1] == row[:, 2]).all()  # grey stays grey
+    assert (np.diff(row[:, 0]) > 0).all()
+    np.testing.assert_allclose(row[:, 0] / 65535, (luma[0] - 64) / 876, atol=5e-3)  # limited -> full range
+
+
+def test_video_alpha_is_kept_for_sequences_and_refused_elsewhere(tmp_path):
+    from platform.errors import DataError
+
+    rgba = [RNG.integers(0, 256, size=(16, 24, 4), dtype=np.uint8) for _ in range(2)]
+    path = tmp_path / "matte.mov"
+    gen = imageio_ffmpeg.write_frames(str(path), (24, 16), fps=24, macro_block_size=1, quality=None, codec="png",
+                                      pix_fmt_in="rgba", pix_fmt_out="rgba", ffmpeg_log_level="error")
+    gen.send(None)
+    for f in rgba:
+        gen.send(f.tobytes())
+    gen.close()
+    for got, want in zip(read_frames(path), rgba):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(DataError, match="alpha channel"):
+        next(read_video(path))
 
 
 def test_frame_folder_order_and_formats(tmp_path):
@@ -115,3 +177,20 @@ def test_validation_sequences_are_checked_when_the_task_is_built(tmp_path):
     task = create("img2img", {**base, "val_sequence": {"input": "seq_in", "target": "seq_tgt"}}, seed=0)
     with pytest.raises(DataError, match="frame 0: input is 16x16x3 but target"):
         task.check_sequences()  # what the search driver runs before Ray starts
+
+
+def test_validation_reads_10bit_sequences_at_full_precision(tmp_path):
+    from platform.tasks import create
+
+    for sub in ("input", "target"):
+        write_array(tmp_path / sub / "a.png", RNG.integers(0, 256, size=(20, 20, 3), dtype=np.uint8))
+    codes = [RNG.integers(0, 1024, size=(16, 16, 3)) for _ in range(2)]
+    _ffmpeg_video(tmp_path / "plate.mkv", "gbrp10le", [c.transpose(2, 0, 1)[[1, 2, 0]] for c in codes])
+    write_frames(tmp_path / "graded", [np.round(c * 65535 / 1023).astype(np.uint16) for c in codes])
+    task = create("img2img", {"data": str(tmp_path), "crop": 8, "crops_per_epoch": 2, "val_holdout": 0,
+                              "val_sequence": {"input": "plate.mkv", "target": "graded"}}, seed=0)
+    pairs = list(task.sequence_frames(task.sequences[0]))
+    assert len(pairs) == 2
+    for (x, y), c in zip(pairs, codes):
+        np.testing.assert_allclose(x, c / 1023, atol=2e-5)  # 8-bit frames would be off by up to 2e-3
+        np.testing.assert_allclose(y, c / 1023, atol=2e-5)
