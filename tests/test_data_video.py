@@ -47,8 +47,10 @@ def _ffmpeg_video(path, pix_fmt: str, planes: list[np.ndarray], tags=()) -> None
     (``planes``: one (P, H, W) integer array per frame, in ``pix_fmt``'s plane order)."""
     _, h, w = planes[0].shape
     raw = b"".join(np.ascontiguousarray(f).astype("<u2").tobytes() for f in planes)
+    # The tags go on the input too: on the output only, ffmpeg would convert the samples to them.
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", pix_fmt,
-                    "-s", f"{w}x{h}", "-r", "24", "-i", "-", "-c:v", "ffv1", *tags, str(path)], input=raw, check=True)
+                    "-s", f"{w}x{h}", "-r", "24", *tags, "-i", "-", "-c:v", "ffv1", *tags, str(path)], input=raw,
+                   check=True)
 
 
 @pytest.mark.parametrize("bits", [10, 12])
@@ -68,20 +70,35 @@ def test_10_and_12_bit_video_keeps_every_bit(tmp_path, bits):
     np.testing.assert_array_equal(next(iter_frames(path, start=2)), read_frames(path)[2])
 
 
+BT709 = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
+
+
 def test_10bit_yuv_video_keeps_depth_and_colour_tags(tmp_path):
     """A BT.709 limited-range 10-bit grey ramp: its tags are read, and every 10-bit step of the
     ramp is a distinct, higher value after decoding (8-bit decoding merges four steps into one)."""
     luma = np.tile(np.arange(400, 560), (8, 1))  # 160 consecutive 10-bit codes, neutral chroma
     planes = np.stack([luma, np.full_like(luma, 512), np.full_like(luma, 512)])
     path = tmp_path / "ramp.mkv"
-    _ffmpeg_video(path, "yuv444p10le", [planes] * 2, tags=["-colorspace", "bt709", "-color_primaries", "bt709",
-                                                          "-color_trc", "bt709", "-color_range", "tv"])
+    _ffmpeg_video(path, "yuv444p10le", [planes] * 2, tags=BT709)
     info = probe(path)
     assert (info.bit_depth, info.colorspace, info.color_range) == (16, "bt709", "tv")
     row = next(read_video(path, info))[4].astype(np.int64)  # (160, 3)
     assert (row[:, 0] == row[:, 1]).all() and (row[:, 1] == row[:, 2]).all()  # grey stays grey
     assert (np.diff(row[:, 0]) > 0).all()
-    np.testing.assert_allclose(row[:, 0] / 65535, (luma[0] - 64) / 876, atol=5e-3)  # limited -> full range
+    # Limited -> full range; ffmpeg's scaler puts white at 65283, not 65535 (see _decode_format).
+    np.testing.assert_allclose(row[:, 0] / 65535, (luma[0] - 64) / 876 * 65283 / 65535, atol=2e-4)
+
+
+@pytest.mark.parametrize("tag,kr,kb", [("bt709", 0.2126, 0.0722), ("bt470bg", 0.299, 0.114)])
+def test_10bit_yuv_video_is_decoded_with_its_own_matrix(tmp_path, tag, kr, kb):
+    yuv = np.stack([RNG.integers(300, 700, (16, 24)), RNG.integers(450, 575, (16, 24)), RNG.integers(450, 575, (16, 24))])
+    path = tmp_path / f"{tag}.mkv"
+    _ffmpeg_video(path, "yuv444p10le", [yuv], tags=["-colorspace", tag, "-color_range", "tv"])
+    got = next(read_video(path)) / 65283  # white level of ffmpeg's scaler (see the test above)
+    y, cb, cr = (yuv[0] - 64) / 876, (yuv[1] - 512) / 896, (yuv[2] - 512) / 896
+    r, b = y + 2 * (1 - kr) * cr, y + 2 * (1 - kb) * cb
+    want = np.stack([r, (y - kr * r - kb * b) / (1 - kr - kb), b], -1)  # the tagged matrix, by hand
+    np.testing.assert_allclose(got, want, atol=2.5 / 1023)
 
 
 def test_video_alpha_is_kept_for_sequences_and_refused_elsewhere(tmp_path):
