@@ -85,8 +85,7 @@ def test_10bit_yuv_video_keeps_depth_and_colour_tags(tmp_path):
     row = next(read_video(path, info))[4].astype(np.int64)  # (160, 3)
     assert (row[:, 0] == row[:, 1]).all() and (row[:, 1] == row[:, 2]).all()  # grey stays grey
     assert (np.diff(row[:, 0]) > 0).all()
-    # Limited -> full range; ffmpeg's scaler puts white at 65283, not 65535 (see _decode_format).
-    np.testing.assert_allclose(row[:, 0] / 65535, (luma[0] - 64) / 876 * 65283 / 65535, atol=2e-4)
+    np.testing.assert_allclose(row[:, 0] / 65535, (luma[0] - 64) / 876, atol=1e-5)  # limited -> full range
 
 
 @pytest.mark.parametrize("tag,kr,kb", [("bt709", 0.2126, 0.0722), ("bt470bg", 0.299, 0.114)])
@@ -94,11 +93,40 @@ def test_10bit_yuv_video_is_decoded_with_its_own_matrix(tmp_path, tag, kr, kb):
     yuv = np.stack([RNG.integers(300, 700, (16, 24)), RNG.integers(450, 575, (16, 24)), RNG.integers(450, 575, (16, 24))])
     path = tmp_path / f"{tag}.mkv"
     _ffmpeg_video(path, "yuv444p10le", [yuv], tags=["-colorspace", tag, "-color_range", "tv"])
-    got = next(read_video(path)) / 65283  # white level of ffmpeg's scaler (see the test above)
+    got = next(read_video(path)) / 65535
     y, cb, cr = (yuv[0] - 64) / 876, (yuv[1] - 512) / 896, (yuv[2] - 512) / 896
     r, b = y + 2 * (1 - kr) * cr, y + 2 * (1 - kb) * cb
     want = np.stack([r, (y - kr * r - kb * b) / (1 - kr - kb), b], -1)  # the tagged matrix, by hand
-    np.testing.assert_allclose(got, want, atol=2.5 / 1023)
+    np.testing.assert_allclose(got, np.clip(want, 0, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_deep_writer_round_trip_keeps_levels_and_tags(tmp_path, suffix):
+    """10-bit H.264 / ProRes 4444 written from 16-bit RGB: flat grey patches come back at their
+    level (the codecs keep them), white at white, a saturated colour within the codecs' loss, and
+    the tags as the source's."""
+    from fractions import Fraction
+
+    from platform.data.video import VideoInfo, VideoWriter
+
+    levels = np.array([0, 16384, 32768, 49152, 65535], dtype=np.uint16)
+    frame = np.repeat(np.repeat(levels, 16)[None, :, None], 32, axis=0).repeat(3, axis=2)  # grey steps
+    frame[:16, :16] = (65535, 20000, 4000)  # and a saturated orange
+    info = VideoInfo(width=80, height=32, fps=Fraction(24), frames=2, bit_depth=16, colorspace="bt709",
+                     color_primaries="bt709", color_trc="bt709", color_range="tv")
+    path = tmp_path / f"out{suffix}"
+    with VideoWriter(path, info) as writer:
+        for _ in range(2):
+            writer.write(frame)
+    back = probe(path)
+    assert (back.bit_depth, back.colorspace, back.color_range, back.frames) == (16, "bt709", "tv", 2)
+    got = next(read_video(path, back)).astype(np.int64)
+    inner = (slice(4, -4), slice(4, -4))  # away from the patch edges the codecs blur
+    for x0 in range(16, 80, 16):
+        patch = got[20:28, x0 + 4:x0 + 12]
+        # within a quarter of a 10-bit step (ffmpeg's own RGB->YUV put them up to 3.5 steps too high)
+        assert np.abs(patch - int(frame[20, x0, 0])).max() <= 16, (x0, patch.min(), patch.max())
+    assert np.abs(got[:16, :16][inner] - frame[:16, :16][inner]).max() <= 4 * 64  # ProRes is lossy too
 
 
 def test_video_alpha_is_kept_for_sequences_and_refused_elsewhere(tmp_path):

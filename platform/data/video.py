@@ -100,6 +100,11 @@ def _bit_depth(pix_fmt: str) -> int:
 #: ffmpeg's colorspace tags -> the matrix names of its scale filter (``out_color_matrix``).
 SCALE_MATRIX = {"bt709": "bt709", "smpte170m": "smpte170m", "bt470bg": "bt601", "smpte240m": "smpte240m",
                 "bt2020nc": "bt2020", "bt2020c": "bt2020", "fcc": "fcc"}
+#: ffmpeg's colorspace tags -> colour-science's YCbCr weights, for the 9- to 16-bit YUV that is
+#: converted here (untagged: BT.601, as ffmpeg assumes). Other matrices (e.g. constant-luminance
+#: BT.2020) are left to ffmpeg's scaler.
+YCBCR_WEIGHTS = {"": "ITU-R BT.601", "bt470bg": "ITU-R BT.601", "smpte170m": "ITU-R BT.601",
+                 "bt709": "ITU-R BT.709", "bt2020nc": "ITU-R BT.2020", "smpte240m": "SMPTE-240M"}
 _SCAN = {"progressive", "top first", "bottom first", "top coded first (swapped)", "bottom coded first (swapped)"}
 
 
@@ -165,16 +170,52 @@ def probe(path: str | Path, count_frames: bool = True) -> VideoInfo:
                      **colour_description(full))
 
 
+def converts_yuv_here(info: VideoInfo) -> bool:
+    """Whether a deep YUV stream's colour conversion is done here rather than by ffmpeg's scaler.
+
+    ffmpeg's scaler (9.0, the bundled one) uses the tagged matrix but puts limited-range
+    10-bit white (940) at 65283 instead of 65535 in 16-bit RGB, and its writer maps 65535
+    back to 943: a 0.4% gain, more error than 8-bit decoding has. So 9- to 16-bit YUV travels
+    as 16-bit YUV samples, and the matrix is applied here (colour-science's coefficients).
+    """
+    return info.bit_depth > 8 and info.pix_fmt.startswith("yuv") and info.colorspace in YCBCR_WEIGHTS
+
+
+def ycbcr_matrix(info: VideoInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(3x3 matrix, offsets) taking 16-bit Y'CbCr codes to RGB in [0, 1]: ``(yuv - offsets) @ M.T``."""
+    from colour import WEIGHTS_YCBCR
+    from colour.models.rgb.ycbcr import matrix_YCbCr, offset_YCbCr
+
+    weights, legal = WEIGHTS_YCBCR[YCBCR_WEIGHTS[info.colorspace]], info.color_range != "pc"
+    return (np.asarray(matrix_YCbCr(K=weights, bits=16, is_legal=legal, is_int=True), np.float64),
+            np.asarray(offset_YCbCr(bits=16, is_legal=legal, is_int=True), np.float64))
+
+
+def yuv16_to_rgb16(planes: np.ndarray, info: VideoInfo) -> np.ndarray:
+    """3 x H x W 16-bit Y'CbCr codes -> H x W x 3 ``uint16`` RGB (full range)."""
+    matrix, offsets = ycbcr_matrix(info)
+    rgb = (planes.transpose(1, 2, 0).astype(np.float32) - offsets.astype(np.float32)) @ matrix.T.astype(np.float32)
+    return np.round(np.clip(rgb, 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def rgb16_to_yuv16(frame: np.ndarray, info: VideoInfo) -> np.ndarray:
+    """H x W x 3 ``uint16`` RGB -> 3 x H x W 16-bit Y'CbCr codes (the inverse of :func:`yuv16_to_rgb16`)."""
+    matrix, offsets = ycbcr_matrix(info)
+    yuv = (frame.astype(np.float32) / 65535.0) @ np.linalg.inv(matrix).T.astype(np.float32) + offsets.astype(np.float32)
+    return np.round(np.clip(yuv, 0, 65535)).astype(np.uint16).transpose(2, 0, 1)
+
+
 def _decode_format(info: VideoInfo, alpha: bool) -> tuple[str, int]:
     """ffmpeg's output pixel format and bits per pixel for RGB(A) at the source's depth.
 
-    YUV is converted by ffmpeg's scaler with the stream's matrix and range tags (BT.601 when
-    untagged); the tags stay in :class:`VideoInfo` for the writer, which uses the same scaler
-    the other way. Measured with the bundled ffmpeg 9.0 on 10-bit limited-range files: the
-    matrix is the tagged one (BT.709, BT.601, BT.2020), but white (940) comes out as 65283,
-    not 65535 (a 0.4% gain, which the writer undoes: 65535 goes back to 943, 65283 to 940).
+    Deep YUV comes as 16-bit Y'CbCr (ffmpeg only upsamples the chroma and shifts the bits;
+    see :func:`converts_yuv_here`); the rest is converted by ffmpeg's scaler with the stream's
+    matrix and range tags (BT.601 when untagged). The tags stay in :class:`VideoInfo` for the
+    writer.
     """
     deep = info.bit_depth > 8
+    if deep and not alpha and converts_yuv_here(info):
+        return "yuv444p16le", 48
     pix_fmt = ("rgba64le" if alpha else "rgb48le") if deep else ("rgba" if alpha else "rgb24")
     return pix_fmt, (4 if alpha else 3) * (16 if deep else 8)
 
@@ -194,14 +235,16 @@ def read_video(path: str | Path, info: VideoInfo | None = None, keep_alpha: bool
         raise DataError(f"video {path} has an alpha channel ({info.pix_fmt}); video alpha is not carried through. "
                         "Export the shot as an image sequence (PNG/EXR/TIFF frames keep alpha) and pass the folder.")
     pix_fmt, bits = _decode_format(info, alpha)
-    shape = (info.height, info.width, 4 if alpha else 3)
+    planar = pix_fmt.startswith("yuv")
+    shape = (3, info.height, info.width) if planar else (info.height, info.width, 4 if alpha else 3)
     deep = info.bit_depth > 8
     dtype = np.dtype("<u2") if deep else np.dtype(np.uint8)
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt=pix_fmt, bits_per_pixel=bits)
     try:
         next(gen)
         for raw in gen:
-            yield np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np.uint16 if deep else np.uint8, copy=False)
+            frame = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            yield yuv16_to_rgb16(frame, info) if planar else frame.astype(np.uint16 if deep else np.uint8, copy=False)
     except Exception as exc:  # a file that breaks off: ffmpeg's error as a DataError naming it
         raise _cannot_read(path, exc) from None
     finally:
@@ -296,6 +339,7 @@ class VideoWriter:
         self.info = info
         self.count = 0
         self._gen = None
+        self._yuv_input = False
 
     def _params(self) -> dict:
         suffix = self.path.suffix.lower()
@@ -309,9 +353,26 @@ class VideoWriter:
         else:
             params.update(quality=8)
         params["pix_fmt_in"] = "rgb48le" if deep else "rgb24"
-        if "codec" in params:
+        if "codec" in params and self._yuv_here:
+            params["pix_fmt_in"] = "yuv444p16le"  # converted in write(); ffmpeg only shifts to 10 bits
+            params["input_params"] = self._tags()  # so that ffmpeg does not convert it again
+            params["output_params"] = params["output_params"] + self._tags()
+        elif "codec" in params:
             params["output_params"] = params["output_params"] + self._colour_params()
         return params
+
+    @property
+    def _yuv_here(self) -> bool:
+        """Deep output is written as 16-bit Y'CbCr converted here (see :func:`converts_yuv_here`)."""
+        return self.info.bit_depth > 8 and self.info.colorspace in YCBCR_WEIGHTS
+
+    def _tags(self) -> list[str]:
+        out = []
+        for flag, value in (("-colorspace", self.info.colorspace), ("-color_primaries", self.info.color_primaries),
+                            ("-color_trc", self.info.color_trc), ("-color_range", self.info.color_range)):
+            if value:
+                out += [flag, value]
+        return out
 
     def _colour_params(self) -> list[str]:
         """Encode with the source's YUV matrix and range and tag the file like the source (ffmpeg
@@ -322,18 +383,16 @@ class VideoWriter:
             scale = [f"out_color_matrix={matrix}"] if matrix else []
             scale += [f"out_range={info.color_range}"] if info.color_range else []
             out += ["-vf", "scale=" + ":".join(scale)]
-        for flag, value in (("-colorspace", info.colorspace), ("-color_primaries", info.color_primaries),
-                            ("-color_trc", info.color_trc), ("-color_range", info.color_range)):
-            if value:
-                out += [flag, value]
-        return out
+        return out + self._tags()
 
     def __enter__(self) -> Self:
         import imageio_ffmpeg
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        params = self._params()
+        self._yuv_input = params["pix_fmt_in"] == "yuv444p16le"
         self._gen = imageio_ffmpeg.write_frames(str(self.path), self.info.size, fps=self.info.fps,
-                                                ffmpeg_log_level="error", **self._params())
+                                                ffmpeg_log_level="error", **params)
         self._gen.send(None)
         return self
 
@@ -343,6 +402,8 @@ class VideoWriter:
         if frame.dtype != want or frame.shape != (self.info.height, self.info.width, 3):
             raise ValueError(f"frame {frame.shape} {frame.dtype} does not match the video "
                              f"({self.info.height}, {self.info.width}, 3) {np.dtype(want)}")
+        if self._yuv_input:
+            frame = rgb16_to_yuv16(frame, self.info)
         self._gen.send(np.ascontiguousarray(frame.astype("<u2") if deep else frame).tobytes())
         self.count += 1
 
