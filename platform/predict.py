@@ -42,9 +42,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from platform.data.video import (
+    VIDEO_SUFFIXES,
+    VideoInfo,
+    VideoWriter,
+    float_to_frame,
+    frame_to_float,
+    is_video_file,
+    probe,
+    read_video,
+)
 from platform.errors import ConfigError, DataError, UserError, cli_main
 from platform.inference import KINDS, PRECISIONS, InferenceOptions, Predictor, resolve_overlap
-from platform.video import VIDEO_SUFFIXES, VideoInfo, VideoWriter, float_to_frame, frame_to_float, is_video_file
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +130,8 @@ class Source:
 
     def frames(self) -> Iterator[Frame]:
         if self.kind == "video":
-            from platform.video import read_frames
-
             dtype = "uint16" if self.video.bit_depth > 8 else "uint8"
-            for i, raw in enumerate(read_frames(self.path, self.video)):
+            for i, raw in enumerate(read_video(self.path, self.video)):
                 yield Frame(f"frame_{i:06d}", frame_to_float(raw), dtype)
             return
         for f in self.files:
@@ -154,8 +161,6 @@ def open_source(path: str | Path, what: str = "--input") -> Source:
             raise DataError(f"{what} folder {path} has no images ({', '.join(IMAGE_SUFFIXES)}).")
         return Source(path, "folder", len(files), files=files)
     if is_video_file(path):
-        from platform.video import probe
-
         info = probe(path)
         return Source(path, "video", info.frames, video=info)
     if is_image_path(path):

@@ -19,7 +19,8 @@ from platform.bench import _suite
 from platform.bench.gpu import run_isolated
 
 REPO = Path(__file__).resolve().parent.parent
-ABSENT_ON_GPU_MACHINE = ["ray", "mlflow", "optuna", "lpips", "segmentation_models_pytorch", "pytorch_msssim", "boto3",
+# pytorch_msssim travels as a wheel (platform/bench/gpu_wheels.txt): SSIM needs it.
+ABSENT_ON_GPU_MACHINE = ["ray", "mlflow", "optuna", "lpips", "segmentation_models_pytorch", "boto3",
                          "moto", "hpbandster", "imageio_ffmpeg"]
 DRY_RUN = """
 import sys

@@ -65,7 +65,7 @@ def test_limit_is_configurable_and_8k_fits_by_default(tmp_path, monkeypatch):
 
 
 def test_exr_and_video_are_checked_from_their_headers(tmp_path, monkeypatch):
-    from platform.video import probe
+    from platform.data.video import probe
 
     exr = tmp_path / "plate.exr"
     write_array(exr, np.zeros((32, 48, 3), np.float32))

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import pytorch_msssim
 import torch
 from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -87,8 +88,18 @@ def test_identical_images():
     assert float(ssim(x, x, data_range=2.0)) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_ssim_is_pytorch_msssim_on_the_shifted_values():
+    """The wrapper adds the value interval (low), the checks and the reductions, nothing else."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 40, 52, generator=g) * 2 - 1
+    y = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    ref = pytorch_msssim.ssim(x + 1, y + 1, data_range=2.0, size_average=False)
+    assert torch.allclose(ssim(x, y, data_range=2.0, reduction="none"), ref, atol=1e-6)
+    ref7 = pytorch_msssim.ssim(x + 1, y + 1, data_range=2.0, size_average=False, win_size=7, win_sigma=1.0)
+    assert torch.allclose(ssim(x, y, data_range=2.0, reduction="none", win_size=7, sigma=1.0), ref7, atol=1e-6)
+
+
 def test_ms_ssim_matches_pytorch_msssim_and_torchmetrics():
-    pytorch_msssim = pytest.importorskip("pytorch_msssim")
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as tm_ms_ssim
 
     img = torch.from_numpy(skdata.astronaut()[:200, :220].transpose(2, 0, 1) / 255.0).float()[None]

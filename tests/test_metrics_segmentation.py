@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import sklearn.metrics as sk
 import torch
 
 from platform.metrics import (
@@ -113,7 +114,6 @@ def test_binary_probabilities_logits_and_empty_images():
 
 
 def test_matches_sklearn_on_random_labels():
-    sk = pytest.importorskip("sklearn.metrics")
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 5, (2, 23, 17), generator=g)
     pred = torch.where(torch.rand(2, 23, 17, generator=g) < 0.6, target, torch.randint(0, 5, (2, 23, 17), generator=g))

@@ -203,7 +203,7 @@ def test_10bit_prores_stays_deep(ckpt, tmp_path):
     gen.close()
     out = tmp_path / "graded.mov"
     assert run("--model", ckpt, "--input", src, "--output", out) == 0
-    from platform.video import probe
+    from platform.data.video import probe
 
     info = probe(out)
     assert (info.frames, info.width, info.height, info.fps) == (3, 48, 40, 25)
@@ -371,7 +371,7 @@ def test_video_keeps_the_sources_colour_description(tmp_path):
     samples match the source's (ffmpeg's default would encode with BT.601 and drop the tags)."""
     from dataclasses import replace
 
-    from platform.video import VideoWriter, probe, read_frames
+    from platform.data.video import VideoWriter, probe, read_video
 
     src = tmp_path / "plate.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
@@ -381,7 +381,7 @@ def test_video_keeps_the_sources_colour_description(tmp_path):
                     "-color_range", "tv", str(src)], check=True)
     info = probe(src)
     assert (info.colorspace, info.color_range) == ("bt709", "tv")
-    frames = list(read_frames(src, info))
+    frames = list(read_video(src, info))
     source = _yuv_planes(src, 128, 96)
     errors = {}
     for name, meta in (("kept", info), ("dropped", replace(info, colorspace="", color_primaries="",
@@ -398,12 +398,12 @@ def test_video_keeps_the_sources_colour_description(tmp_path):
 
 
 def test_video_with_alpha_is_refused_not_flattened(tmp_path):
+    from platform.data.video import read_video
     from platform.errors import DataError
-    from platform.video import read_frames
 
     src = tmp_path / "matte.mov"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
                     "testsrc=size=64x48:rate=24", "-frames:v", "2", "-vf", "format=rgba", "-c:v", "png", str(src)],
                    check=True)
     with pytest.raises(DataError, match="matte.mov has an alpha channel .*image sequence"):
-        next(read_frames(src))
+        next(read_video(src))

@@ -91,7 +91,8 @@ class PSNRLoss(nn.Module):
 
 @register_loss("ssim", kind="image")
 class SSIMLoss(nn.Module):
-    """``1 - SSIM`` with the convention of :func:`platform.metrics.ssim` (11x11 Gaussian, sigma 1.5).
+    """``1 - SSIM`` with the convention of :func:`platform.metrics.ssim` (11x11 Gaussian, sigma 1.5;
+    computed by pytorch_msssim).
 
     ``data_range`` defaults to 2.0 for [-1, 1] inputs, which are shifted to [0, 2]
     first (``low=-1``): SSIM's luminance term assumes non-negative intensities. Images
@@ -120,7 +121,7 @@ class SSIMLoss(nn.Module):
 
 @register_loss("ms_ssim", kind="image")
 class MSSSIMLoss(nn.Module):
-    """``1 - MS-SSIM`` (:func:`platform.metrics.ms_ssim`, pytorch_msssim's algorithm).
+    """``1 - MS-SSIM`` (:func:`platform.metrics.ms_ssim`: pytorch_msssim's algorithm and per-scale SSIM).
 
     Five scales need images whose shorter side exceeds 160 pixels; pass fewer
     ``weights`` for smaller crops (4 scales: > 80 px, 3 scales: > 40 px). Per-scale

@@ -15,7 +15,7 @@ REDUCTIONS = ("mean", "none")
 def fp32_math(device: torch.device | str) -> Iterator[None]:
     """Turn autocast off for the enclosed code.
 
-    Metrics and the hand-written image losses compare small differences of local
+    Metrics and the image losses compare small differences of local
     statistics (SSIM variances, FFT amplitudes); in bfloat16 those lose most of their
     digits, so they always run in float32 even when the caller is inside
     ``torch.autocast``.
@@ -55,11 +55,6 @@ def check_data_range(data_range: float, name: str) -> float:
     return value
 
 
-def nanmean(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean that skips NaN entries; all-NaN gives NaN (no warning, no error)."""
-    return torch.nanmean(x) if dim is None else torch.nanmean(x, dim=dim)
-
-
 def reduce(values: torch.Tensor, reduction: str, name: str, *, skip_nan: bool = False) -> torch.Tensor:
     """Apply ``reduction`` over the batch dimension (dim 0) of per-image ``values``.
 
@@ -69,5 +64,5 @@ def reduce(values: torch.Tensor, reduction: str, name: str, *, skip_nan: bool = 
     if reduction == "none":
         return values
     if reduction == "mean":
-        return nanmean(values, dim=0) if skip_nan else values.mean(dim=0)
+        return torch.nanmean(values, dim=0) if skip_nan else values.mean(dim=0)  # all-NaN: NaN
     raise ValueError(f"{name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")

@@ -2,8 +2,9 @@
 
 Everything is computed from one integer confusion matrix per image, ``cm[b, t, p]`` =
 number of pixels of image ``b`` with true class ``t`` predicted as ``p`` (pixels whose
-target equals ``ignore_index`` are left out), built with a single ``bincount`` (no
-Python loop over pixels or classes). From it, per class (one-vs-rest):
+target equals ``ignore_index`` are left out), counted by torchmetrics'
+``multiclass_confusion_matrix`` (one ``bincount`` per image). From it, per class
+(one-vs-rest):
 ``TP = cm[k, k]``, ``FP = column k - TP``, ``FN = row k - TP``, ``TN = rest``, and
 
 ===============  ==============================  ============================
@@ -41,6 +42,12 @@ returns the per-class values (last dimension = classes).
 (the dataset-level convention of mIoU benchmarks; :class:`ConfusionMatrix` accumulates
 it over many batches). ``zero_division`` replaces undefined values with a number
 instead of NaN before averaging.
+
+The ratios are taken here from the matrix rather than with torchmetrics'
+``multiclass_jaccard_index`` & co.: those give 0 for an undefined per-class value (e.g.
+``average="none"`` for a class absent from target and prediction: 0 there, NaN here, so
+that per-image means skip it) and have no per-image reduction; their macro IoU agrees.
+The scikit-learn parity tests pin the values.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 _AVERAGES = ("binary", "macro", "micro", "none")
 _REDUCTIONS = ("mean", "none", "global")
@@ -114,11 +122,11 @@ def confusion_matrix(
     bad_p = valid & ((labels < 0) | (labels >= k))
     if bool(bad_p.any()):
         raise ValueError(f"{name}: prediction has label {int(labels[bad_p][0])} outside 0..{k - 1}")
-    batch = truth.shape[0]
-    image = torch.arange(batch, device=truth.device).view(-1, 1, 1).expand_as(truth)
-    index = (image * k + truth) * k + labels
-    counts = torch.bincount(index[valid], minlength=batch * k * k)
-    return counts.view(batch, k, k)
+    if truth.shape[0] == 0:
+        return torch.zeros(0, k, k, dtype=torch.long, device=truth.device)
+    # Labels were checked above, with messages that name the option to change.
+    return torch.stack([multiclass_confusion_matrix(p, t, k, ignore_index=ignore_index, validate_args=False)
+                        for p, t in zip(labels, truth)]).long()
 
 
 def _stats(cm: torch.Tensor) -> tuple[torch.Tensor, ...]:
