@@ -279,3 +279,24 @@ def test_distill_search_registers_a_student(shot, tmp_cwd):
     assert client.get_model_version_by_alias("teacher_shot_student", "champion").version == versions[0].version
     parent = client.get_run(out.search.parent_run_id)
     assert parent.data.tags["distill_teacher"] == out.teacher.teacher_id
+
+
+# --------------------------------------------------------------------------- the benchmark's pieces
+def test_bench_verdict_applies_the_issue_bar():
+    from platform.bench.distill import table, verdict
+
+    teacher = {"model": "lut3d/local", "psnr": 30.0, "ssim": 0.9, "ms_1080p": 8000.0, "params": 225846}
+    fast_close = {"model": "lut3d/local_tiny", "psnr": 29.6, "ssim": 0.9, "ms_1080p": 1900.0, "params": 115530}
+    v = verdict(teacher, fast_close)
+    assert v["speedup"] == pytest.approx(8000 / 1900) and v["psnr_gap_db"] == pytest.approx(-0.4) and v["met"]
+    assert not verdict(teacher, {**fast_close, "psnr": 29.4})["met"]  # 0.6 dB below
+    assert not verdict(teacher, {**fast_close, "ms_1080p": 2100.0})["met"]  # 3.8x
+    assert "MET" in table(teacher, fast_close, v)
+
+
+def test_bench_ungraded_frames_leave_the_test_photos_out(tmp_path):
+    from platform.bench.distill import write_unlabelled
+
+    folder = write_unlabelled(tmp_path, ["00_astronaut", "07_motorcycle_left"], per_frame=1)
+    names = sorted(p.stem for p in folder.iterdir())
+    assert len(names) == 8 and not any(n.startswith(("00_", "07_")) for n in names)
