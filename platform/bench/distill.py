@@ -11,8 +11,9 @@ each: the same shot, other frames of grain, no target). Then:
    residual U-Net at a quarter of its width), the λ of the distillation term and the learning
    rate searched, the teacher's outputs on the labelled and ungraded frames as extra targets;
 3. teacher and student are scored on the two test frames at native resolution (PSNR, SSIM), and
-   timed on a 1080p frame on this CPU with the project's predict path
-   (:func:`platform.bench.predict.bench_setting`: padding, tiling, one untimed warm-up).
+   timed on 1080p frames on this CPU with the project's predict path
+   (:func:`platform.bench.predict.bench_setting`: padding, tiling, an untimed warm-up), teacher
+   and student alternating frame by frame (the median of ``--frames`` each).
 
 It prints teacher/student PSNR, ms per 1080p frame, parameters, the speed-up and the PSNR gap,
 and whether the issue's bar (>= 4x faster, within 0.5 dB) is met; ``--out`` writes JSON.
@@ -44,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--student-budget", default="3m", help="wall-clock budget of the student search")
     p.add_argument("--student-size", default="local_tiny", help="lut3d size of the students (null: the space's choice)")
     p.add_argument("--unlabelled-per-frame", type=int, default=3, help="ungraded grain draws per search photo")
-    p.add_argument("--frames", type=int, default=2, help="timed 1080p frames per model")
+    p.add_argument("--frames", type=int, default=3, help="timed 1080p frames per model (interleaved rounds)")
     p.add_argument("--test-frames", default=",".join(TEST_FRAMES), help="file stems kept out of both searches")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return p
@@ -76,19 +77,33 @@ def teacher_uri(args, data: Path) -> str:
     return f"models:/{NAME}/{out.promotion.version}"
 
 
-def measure(model, config: dict, test, frames: int) -> dict:
-    """Test-frame PSNR/SSIM, ms per 1080p frame on the CPU, parameters."""
-    import torch
-
+def quality(model, config: dict, test) -> dict:
+    """Test-frame PSNR/SSIM at native resolution and the parameter count."""
     from platform import floors
-    from platform.bench.predict import bench_setting
 
     model = model.to("cpu").eval()
     scores = floors.score(test, model)
-    seconds, tile, _ = bench_setting(model, config, torch.device("cpu"), "fp32", 1920, 1080, frames, None, False, False)
-    return {"psnr": scores["val_psnr"], "ssim": scores["val_ssim"], "ms_1080p": 1000 * seconds, "tile": tile,
+    return {"psnr": scores["val_psnr"], "ssim": scores["val_ssim"],
             "params": sum(p.numel() for p in model.parameters()),
             "model": f"{config['model']['architecture']}/{config['model'].get('size')}"}
+
+
+def speed(models: dict[str, tuple], rounds: int) -> dict[str, float]:
+    """Median ms per 1080p frame on the CPU of each ``{role: (model, config)}``, timed in interleaved
+    rounds (one frame of each per round): a shared machine's load falls on both alike."""
+    import statistics
+
+    import torch
+
+    from platform.bench.predict import bench_setting
+
+    times: dict[str, list[float]] = {role: [] for role in models}
+    for _ in range(rounds):
+        for role, (model, config) in models.items():
+            seconds, _, _ = bench_setting(model.to("cpu").eval(), config, torch.device("cpu"), "fp32", 1920, 1080,
+                                          1, None, False, False)
+            times[role].append(1000 * seconds)
+    return {role: statistics.median(t) for role, t in times.items()}
 
 
 def verdict(teacher: dict, student: dict) -> dict:
@@ -128,8 +143,10 @@ def run(args) -> dict:
     student_wall = time.monotonic() - t0
     t_loaded = load_any(out.teacher.load_uri)
     s_model, s_config = load_torch_model(f"models:/{out.search.spec.name}/{out.search.promotion.version}")
-    teacher = {**measure(t_loaded.model, t_loaded.config, test, args.frames), "uri": uri, "search_wall_s": teacher_wall}
-    student = {**measure(s_model, s_config, test, args.frames), "search_wall_s": student_wall,
+    ms = speed({"teacher": (t_loaded.model, t_loaded.config), "student": (s_model, s_config)}, args.frames)
+    teacher = {**quality(t_loaded.model, t_loaded.config, test), "ms_1080p": ms["teacher"], "uri": uri,
+               "search_wall_s": teacher_wall}
+    student = {**quality(s_model, s_config, test), "ms_1080p": ms["student"], "search_wall_s": student_wall,
                "promoted": out.search.promotion.promoted, "reason": out.search.promotion.reason,
                "cache": out.cache, "trial": {k: v for k, v in out.search.best.items()
                                              if k.startswith(("distill.", "optimizer.", "model."))}}

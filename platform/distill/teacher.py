@@ -49,9 +49,13 @@ def resolve_teacher(uri: str) -> TeacherRef:
     if not m:
         raise ConfigError(f"--teacher {uri}: expected a registered model, models:/NAME@champion or "
                           "models:/NAME/VERSION (or a checkpoint path).")
+    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from platform import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())  # the store searches register in (and the loader reads)
     client = MlflowClient()
     try:
         v = (client.get_model_version_by_alias(m["name"], m["alias"]) if m["alias"]
