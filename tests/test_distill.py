@@ -300,3 +300,30 @@ def test_bench_ungraded_frames_leave_the_test_photos_out(tmp_path):
     folder = write_unlabelled(tmp_path, ["00_astronaut", "07_motorcycle_left"], per_frame=1)
     names = sorted(p.stem for p in folder.iterdir())
     assert len(names) == 8 and not any(n.startswith(("00_", "07_")) for n in names)
+
+
+def test_segmentation_crops_carry_masks_and_teacher_logits_through_the_kl_loss():
+    from platform import losses
+    from platform.distill.data import DistillItem
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+    mask = (rng.random((40, 40)) > 0.5).astype(np.uint8)
+    logits = rng.standard_normal((1, 40, 40)).astype(np.float16)  # a binary teacher head
+    lab = [DistillItem("a", image, mask, logits)]
+    unl = [DistillItem("u", image[::-1].copy(), None, logits[:, ::-1].copy())]
+    ds = DistillCropDataset(lab, unl, crop=16, length=8, target_kind="mask", augment={"hflip": 0.5})
+    x, y = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))
+    assert x.shape == (8, 3, 16, 16) and y["target"].dtype == torch.int64 and y["target"].shape == (8, 16, 16)
+    assert y["teacher"].shape == (8, 1, 16, 16) and set(y["labelled"].tolist()) <= {0.0, 1.0}
+    # The same crop of mask and teacher logits moves with the input (plan -> arrays).
+    for i in range(8):
+        item, top, left, hf, vf, turns = ds.plan(0, i)
+        if item.target is not None and not (hf or vf or turns):
+            np.testing.assert_array_equal(y["target"][i].numpy(), mask[top:top + 16, left:left + 16])
+            np.testing.assert_allclose(y["teacher"][i, 0].numpy(), logits[0, top:top + 16, left:left + 16])
+    net = torch.nn.Conv2d(3, 1, 3, padding=1)
+    loss = TeacherStudentLoss(losses.create({"bce": 1.0}), SoftTargetKL(2.0), weight=1.5)
+    total, parts = loss(net(x), y)
+    total.backward()
+    assert torch.isfinite(total) and set(parts) == {"bce", "distill"} and net.weight.grad.abs().sum() > 0
