@@ -272,7 +272,10 @@ def test_distill_search_registers_a_student(shot, tmp_cwd):
     assert out.teacher.teacher_id == f"models:/teacher_shot/{v.version}"
     assert out.cache["frames"] == 6 and out.cache["computed"] == 6
     assert out.search.spec.name == "teacher_shot_student"
-    assert out.search.best is not None
+    best = out.search.best
+    assert best is not None and "distill.weight" in best  # λ is one of the searched values
+    history = best["result"].metrics_dataframe
+    assert "train_loss/distill" in history and (history["train_loss/distill"] > 0).all()
     versions = client.search_model_versions("name='teacher_shot_student'")
     assert len(versions) == 1
     assert out.search.promotion is not None and out.search.promotion.promoted
