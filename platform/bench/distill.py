@@ -12,8 +12,8 @@ each: the same shot, other frames of grain, no target). Then:
    rate searched, the teacher's outputs on the labelled and ungraded frames as extra targets;
 3. teacher and student are scored on the two test frames at native resolution (PSNR, SSIM), and
    timed on 1080p frames on this CPU with the project's predict path
-   (:func:`platform.bench.predict.bench_setting`: padding, tiling, an untimed warm-up), teacher
-   and student alternating frame by frame (the median of ``--frames`` each).
+   (``Predictor.run``: padding, tiling, host frame in and out; an untimed warm-up), teacher and
+   student alternating frame by frame (the median of ``--frames`` each, and the per-round spread).
 
 It prints teacher/student PSNR, ms per 1080p frame, parameters, the speed-up and the PSNR gap,
 and whether the issue's bar (>= 4x faster, within 0.5 dB) is met; ``--out`` writes JSON.
@@ -45,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--student-budget", default="3m", help="wall-clock budget of the student search")
     p.add_argument("--student-size", default="local_tiny", help="lut3d size of the students (null: the space's choice)")
     p.add_argument("--unlabelled-per-frame", type=int, default=3, help="ungraded grain draws per search photo")
-    p.add_argument("--frames", type=int, default=3, help="timed 1080p frames per model (interleaved rounds)")
+    p.add_argument("--frames", type=int, default=5, help="timed 1080p frames per model (interleaved rounds)")
+    p.add_argument("--teacher-size", default="local",
+                   help="lut3d size of the teacher search (the quick profile's is local)")
     p.add_argument("--test-frames", default=",".join(TEST_FRAMES), help="file stems kept out of both searches")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return p
@@ -73,7 +75,9 @@ def teacher_uri(args, data: Path) -> str:
     from platform.search.timebox import parse_duration
 
     seconds = None if args.teacher_budget == "quick" else parse_duration(args.teacher_budget)
-    out = run_search(SearchOptions("nafnet_fewshot", quick=True, data=str(data), experiment=NAME, time_budget=seconds))
+    overrides = {"model": {"size": args.teacher_size}} if args.teacher_size != "local" else {}
+    out = run_search(SearchOptions("nafnet_fewshot", quick=True, data=str(data), experiment=NAME, time_budget=seconds,
+                                   overrides=overrides))
     return f"models:/{NAME}/{out.promotion.version}"
 
 
@@ -88,22 +92,30 @@ def quality(model, config: dict, test) -> dict:
             "model": f"{config['model']['architecture']}/{config['model'].get('size')}"}
 
 
-def speed(models: dict[str, tuple], rounds: int) -> dict[str, float]:
-    """Median ms per 1080p frame on the CPU of each ``{role: (model, config)}``, timed in interleaved
-    rounds (one frame of each per round): a shared machine's load falls on both alike."""
+def speed(models: dict[str, tuple], rounds: int) -> tuple[dict[str, float], dict]:
+    """Median ms per 1080p frame on the CPU of each ``{role: (model, config)}`` and the teacher/student
+    speed ratio with its per-round spread, timed in interleaved rounds (one frame of each per round,
+    :func:`platform.bench._measure.interleave`): a shared machine's load falls on both alike. Each
+    frame runs the predict path (``Predictor.run``: padding, tiling, host frame in and out) after an
+    untimed warm-up frame."""
     import statistics
 
     import torch
 
-    from platform.bench.predict import bench_setting
+    from platform.bench._measure import interleave, speed_ratio
+    from platform.bench.predict import photo_frame
+    from platform.inference import InferenceOptions, Predictor
 
-    times: dict[str, list[float]] = {role: [] for role in models}
-    for _ in range(rounds):
-        for role, (model, config) in models.items():
-            seconds, _, _ = bench_setting(model.to("cpu").eval(), config, torch.device("cpu"), "fp32", 1920, 1080,
-                                          1, None, False, False)
-            times[role].append(1000 * seconds)
-    return {role: statistics.median(t) for role, t in times.items()}
+    frame = photo_frame(1920, 1080)
+    steps = {}
+    for role, (model, config) in models.items():
+        predictor = Predictor(model.to("cpu").eval(), config, torch.device("cpu"), InferenceOptions(precision="fp32"))
+        predictor.run(frame)  # warm-up
+        steps[role] = (lambda p=predictor: p.run(frame))
+    times = interleave(steps, rounds, 1, torch.device("cpu"))
+    ms = {role: 1000 * statistics.median(t) for role, t in times.items()}
+    return ms, {**speed_ratio(times, "student", "teacher"), "ms_per_round": {r: [1000 * v for v in t]
+                                                                            for r, t in times.items()}}
 
 
 def verdict(teacher: dict, student: dict) -> dict:
@@ -143,14 +155,14 @@ def run(args) -> dict:
     student_wall = time.monotonic() - t0
     t_loaded = load_any(out.teacher.load_uri)
     s_model, s_config = load_torch_model(f"models:/{out.search.spec.name}/{out.search.promotion.version}")
-    ms = speed({"teacher": (t_loaded.model, t_loaded.config), "student": (s_model, s_config)}, args.frames)
+    ms, ratio = speed({"teacher": (t_loaded.model, t_loaded.config), "student": (s_model, s_config)}, args.frames)
     teacher = {**quality(t_loaded.model, t_loaded.config, test), "ms_1080p": ms["teacher"], "uri": uri,
                "search_wall_s": teacher_wall}
     student = {**quality(s_model, s_config, test), "ms_1080p": ms["student"], "search_wall_s": student_wall,
                "promoted": out.search.promotion.promoted, "reason": out.search.promotion.reason,
                "cache": out.cache, "trial": {k: v for k, v in out.search.best.items()
                                              if k.startswith(("distill.", "optimizer.", "model."))}}
-    return {"teacher": teacher, "student": student, "verdict": verdict(teacher, student)}
+    return {"teacher": teacher, "student": student, "verdict": verdict(teacher, student), "timing": ratio}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             os.chdir(here)
     print(table(result["teacher"], result["student"], result["verdict"]))
+    t = result["timing"]
+    print(f"speed ratio per round: {t['round_min']:.1f}x .. {t['round_max']:.1f}x over {t['rounds']} interleaved rounds")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, default=str))
