@@ -330,3 +330,15 @@ def test_segmentation_crops_carry_masks_and_teacher_logits_through_the_kl_loss()
     total, parts = loss(net(x), y)
     total.backward()
     assert torch.isfinite(total) and set(parts) == {"bce", "distill"} and net.weight.grad.abs().sum() > 0
+
+
+def test_cli_refuses_an_unknown_teacher_in_one_paragraph(tmp_cwd):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_cwd / "platform").symlink_to(repo / "platform")
+    out = subprocess.run([sys.executable, "-m", "platform.distill", "--teacher", "models:/nope@champion"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_cwd)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "models:/nope@champion" in out.stderr and "no such model version" in out.stderr
