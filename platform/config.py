@@ -156,6 +156,11 @@ SCHEMA: dict[str, Any] = {
                           doc="validation tile size for large frames (null: chosen from free memory)"),
         "val_tile_overlap": Field((int, type(None)), default=None, searchable=False,
                                   doc="overlap between validation tiles (null: the inference default)"),
+        "unlabelled": Field((str, type(None)), default=None, searchable=False,
+                            doc="distillation: a folder of ungraded frames of the shot, or a video (python -m "
+                                "platform.distill); the teacher's outputs on them become extra training targets"),
+        "unlabelled_max_frames": Field((int, type(None)), default=None, searchable=False, check=_positive,
+                                       doc="distillation: read at most this many unlabelled frames (null: all)"),
         "level_weights": {
             "binary": Field(NUM, default=0.2, check=_non_negative),
             "coarse": Field(NUM, default=0.3, check=_non_negative),
@@ -341,6 +346,22 @@ SCHEMA: dict[str, Any] = {
                          doc="models:/NAME@ALIAS whose weights initialise matching trials; --init-from"),
         "init": Field((str,), default="champion", allowed=("scratch", "champion"),
                       doc="champion (start from the weights) or scratch; {choice: [scratch, champion]} searches it"),
+    },
+    # Knowledge distillation (platform.distill): a registered teacher labels the shot's frames once
+    # (cached on disk); trials learn from its outputs as well as from the labelled pairs.
+    "distill": {
+        "teacher": Field((str, type(None)), default=None, searchable=False,
+                         doc="models:/NAME/VERSION of the teacher (set by python -m platform.distill; null: none)"),
+        "weight": Field(NUM, default=1.0, check=_non_negative,
+                        doc="λ: loss = ground-truth loss (labelled crops) + λ x distillation loss (every crop)"),
+        "temperature": Field(NUM, default=4.0, check=_positive,
+                             doc="segmentation: soft labels softmax(logits / T), KL scaled by T² (Hinton et al.)"),
+        "output_loss": Field((str,), default="l1", allowed=("l1", "mse", "charbonnier"),
+                             doc="image-to-image and matting: how the student's output is scored against the teacher's"),
+        "labelled_fraction": Field(NUM, default=0.5, check=_fraction,
+                                   doc="share of the training crops cut from labelled frames (the rest: unlabelled)"),
+        "cache": Field((str, type(None)), default=None, searchable=False,
+                       doc="folder of the teacher-output cache (default: .cache/distill)"),
     },
     "show": Field((str, type(None)), default=None, searchable=False, check=_safe_name,
                   doc="the show this shot belongs to: python -m platform.report --show NAME lists its shots"),

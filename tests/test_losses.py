@@ -31,10 +31,11 @@ IMAGE_CASES = {
 }
 SEGMENTATION_CASES = ("bce", "ce", "dice", "focal", "tversky", "lovasz")
 PERCEPTUAL = ("lpips", "vgg")
+DISTILLATION = ("distill_kl", "distill_output")  # student vs teacher outputs: tests/test_distill.py
 
 
 def test_every_registered_loss_is_covered():
-    assert set(LOSSES.available()) == set(IMAGE_CASES) | set(SEGMENTATION_CASES) | set(PERCEPTUAL)
+    assert set(LOSSES.available()) == set(IMAGE_CASES) | set(SEGMENTATION_CASES) | set(PERCEPTUAL) | set(DISTILLATION)
 
 
 def _images(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,13 +15,15 @@ Public interface (used by the common trainer)::
 
 Image components (pred/target in [-1, 1]): l1, mse, charbonnier, psnr, ssim, ms_ssim,
 laplacian, sobel, fft, lpips, vgg. Segmentation components (logits vs labels): bce,
-ce, dice, focal, tversky, lovasz. Presets: ``create("background_removal")``,
+ce, dice, focal, tversky, lovasz. Distillation components (student vs teacher outputs,
+platform.losses.distill): distill_kl, distill_output. Presets: ``create("background_removal")``,
 ``create("vfx_hybrid")``. See docs/losses-and-metrics.md.
 """
 
 from __future__ import annotations
 
 from platform.losses import (
+    distill as _distill,  # noqa: F401  (registers distill_kl, distill_output)
     image as _image,  # noqa: F401  (registers components)
     perceptual as _perceptual,  # noqa: F401
     segmentation as _segmentation,  # noqa: F401

@@ -41,6 +41,8 @@ FIT_SIZE, FIT_SMOOTHNESS = 17, 1e-2  # the least-squares start: the 3D LUT floor
 LUT3D_SIZES = {
     "lut": dict(basis=0, residual_width=0),
     "adaptive": dict(basis=3, residual_width=0),
+    "local_tiny": dict(basis=0, residual_width=4),   # students of a distillation (platform.distill)
+    "local_small": dict(basis=0, residual_width=8),
     "local": dict(basis=0, residual_width=16),
     "local_large": dict(basis=0, residual_width=32),
 }
@@ -247,7 +249,8 @@ def cube_text(model: LUT3D, title: str = "platform lut3d") -> str:
 @register_model(
     "lut3d", kind="img2img", sizes=tuple(LUT3D_SIZES), default_size="local",
     paper="Learning Image-adaptive 3D Lookup Tables (Zeng et al., TPAMI 2020)",
-    nominal_params={"lut": 108e3, "adaptive": 384e3, "local": 226e3, "local_large": 576e3},
+    nominal_params={"lut": 108e3, "adaptive": 384e3, "local_tiny": 116e3, "local_small": 138e3, "local": 226e3,
+                    "local_large": 576e3},
 )
 def lut3d(size: str = "local", in_channels: int = 3, out_channels: int = 3, pretrained: bool = False,
           lut_size: int = 33, basis: int | None = None, residual_width: int | None = None,

@@ -91,6 +91,8 @@ def trial_tree(config: dict) -> dict:
     warm = config.get("warm_start") or {}
     if warm.get("weights"):
         tree["warm_start"] = {"init": warm.get("init", "champion"), "weights": warm["weights"]}
+    if (config.get("distill") or {}).get("teacher"):  # a distillation search: λ, T, ... may be searched
+        tree["distill"] = config["distill"]
     return tree
 
 

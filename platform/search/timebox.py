@@ -176,6 +176,8 @@ def _resized(t, crop: int):
     """A batch (images NCHW, masks NHW, or a dict of them) resampled to crop x crop (nearest)."""
     if isinstance(t, dict):
         return {k: _resized(v, crop) for k, v in t.items()}
+    if t.dim() < 3:  # a per-crop value (a distillation batch's ``labelled`` flags): nothing to resample
+        return t
     if t.dim() == 3:
         return torch.nn.functional.interpolate(t[:, None].float(), size=(crop, crop))[:, 0].to(t.dtype)
     return torch.nn.functional.interpolate(t.float(), size=(crop, crop)).to(t.dtype)

@@ -173,6 +173,10 @@ def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial
     channels_last = device.type == "cuda" if channels_last == "auto" else bool(channels_last)
 
     task = tasks_lib.create(config["task"]["name"], config["task"], seed=seed)
+    if (config.get("distill") or {}).get("teacher"):  # a distillation search (python -m platform.distill)
+        from platform.distill.task import with_teacher
+
+        task = with_teacher(task, config)
     dataset = task.train_dataset()
     sampler = DistributedSampler(dataset, num_replicas=session.world_size, rank=session.rank, shuffle=False,
                                  drop_last=True) if session.world_size > 1 else None
