@@ -380,7 +380,7 @@ def test_lockstep_repeats_with_the_real_trainer_over_folds(tmp_path):
 
 # --------------------------------------------------------------------------- failure reasons
 def test_failure_reasons_are_classified():
-    from platform.tracking import classify_failure
+    from platform.search.failures import classify_failure
 
     nan = ("Traceback...\nray.exceptions.RayTaskError(NonFiniteLossError): ray::ImplicitFunc.train()\n"
            "platform.train.loop.NonFiniteLossError: training loss became nan at epoch 1; stopping this trial")
