@@ -6,6 +6,12 @@ TensorBoard tracking from the driver, prints a summary of the trials (with the s
 a multi-objective search, the Pareto front), registers the best model (moving the
 ``champion`` alias only when it beats the current champion), prunes checkpoints and writes
 the HTML report. ``SearchOptions(resume=True)`` (``--resume``) continues a crashed search.
+
+``run_search`` is a sequence of named stages: :func:`prepare`, :func:`open_parent_run`,
+:func:`start_ray`, :func:`build_tuner`, the run, :func:`summarise_search`, :func:`pick_best`,
+:func:`register_best`, :func:`clean_up` and :func:`close_search`. The Tune callbacks of a search
+(:func:`search_callbacks`) are the trial ledger, the bookkeeping of
+:mod:`platform.search.bookkeeping` and the MLflow tracking of :mod:`platform.tracking`.
 """
 
 from __future__ import annotations

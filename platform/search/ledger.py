@@ -1,7 +1,7 @@
 """The driver's record of each trial of a search: status, epochs reached, best value, stop reason.
 
 :class:`TrialLedger` is the first of the search's Tune callbacks (see
-:func:`platform.search.bookkeeping.search_callbacks`): Tune calls callbacks in list order, so
+:func:`platform.search.driver.search_callbacks`): Tune calls callbacks in list order, so
 by the time the MLflow tracking, the gauges and the state file see an event, the ledger has
 recorded it. The stop reason of a trial says why it ended: ``completed``, stopped by the
 budget or early-stopped by the scheduler (with the rung it reached), or failed (non-finite
