@@ -50,7 +50,7 @@ class BudgetCallback(Callback):
         if budget is not None:
             budget.start(trial.trial_id, *trial_resources(trial))
 
-    def on_step(self, iteration, trials, **info):
+    def on_step_end(self, iteration, trials, **info):
         budget = self.tracker()
         if budget is not None:
             budget.tick()
@@ -137,7 +137,7 @@ class GaugesCallback(Callback):
                 self._metrics().trial_memory(trial.trial_id, est.bytes, est.method)
         self.export(trials)
 
-    def on_step(self, iteration, trials, **info):
+    def on_step_end(self, iteration, trials, **info):
         now = time.time()
         if now - self._last_export > 5.0:
             self._last_export = now
