@@ -6,12 +6,12 @@ component, stop reason, rung, validation image grids, TensorBoard event files). 
 writer keeps the embedded SQLite store free of lock contention, and workers never need the
 tracking server's address or credentials.
 
-The same callback does the driver-side bookkeeping of the search: it accrues the measured
-spend (:mod:`platform.search.budget`), prunes checkpoints (:mod:`platform.search.retention`),
-classifies failures (non-finite loss, CUDA out of memory, exception), updates the live
-Prometheus gauges (:mod:`platform.search.metrics`) and writes ``search_state.json`` in the
-experiment folder. Its state (MLflow run ids, stop reasons, spend) is saved with Tune's
-experiment state, so a ``--resume``d search continues the same child runs.
+The callback only logs: what each trial did (its epochs and stop reason) comes from the
+search's :class:`~platform.search.ledger.TrialLedger`, and the search's bookkeeping (spend,
+checkpoint retention, Prometheus gauges, ``search_state.json``) is done by the callbacks of
+:mod:`platform.search.bookkeeping`. Its state (the MLflow run id of each trial and the last
+epoch logged) is saved with Tune's experiment state, so a ``--resume``d search continues the
+same child runs.
 """
 
 from __future__ import annotations
@@ -163,45 +163,33 @@ def read_checkpoint_file(checkpoint_path: str, name: str, storage_filesystem=Non
 
 
 class MLflowSearchCallback(Callback):
-    """Mirror every trial of a Tune search into nested MLflow runs and TensorBoard."""
+    """Mirror every trial of a Tune search into a nested MLflow run and TensorBoard.
+
+    What each trial did (epochs, stop reason) comes from the search's
+    :class:`~platform.search.ledger.TrialLedger`, which precedes this callback in the list; the
+    spend of a trial, when ``budget_key`` names a budget tracker, is logged as its ``spend_usd``.
+    ``existing`` and ``logged_steps`` (from :func:`platform.search.resume.reconcile_children`)
+    continue the runs of a ``--resume``d search without logging an epoch twice."""
 
     def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, tensorboard_dir: Path,
-                 epochs: int, metric: str, mode: str, storage_filesystem=None, existing: dict | None = None,
-                 *, search: str = "", experiment_path: str | None = None, budget_key: str | None = None,
-                 packer_key: str | None = None, milestones: list[int] | None = None, keep_best: int | None = None,
-                 protected: set[str] | None = None, logged_steps: dict[str, int] | None = None):
+                 ledger, *, existing: dict[str, str] | None = None, logged_steps: dict[str, int] | None = None,
+                 budget_key: str | None = None):
         self.client = client
         self.uri = tracking_uri()
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.tb_dir = Path(tensorboard_dir)
-        self.epochs = epochs
-        self.metric, self.mode = metric, mode
-        self.fs = storage_filesystem
+        self.ledger = ledger
         self.run_ids: dict[str, str] = dict(existing or {})
-        self.writers: dict[str, Any] = {}
-        self.last: dict[str, dict] = {}
-        self.best: dict[str, float] = {}
-        self.stop_reasons: dict[str, str] = {}
-        self.search = search
-        self.experiment_path = experiment_path
-        self.budget_key, self.packer_key = budget_key, packer_key
-        self.milestones = list(milestones or [])
-        self.keep_best = keep_best
-        self.protected = set(protected or ())
         self.logged_steps: dict[str, int] = dict(logged_steps or {})
-        self.status: dict[str, str] = {}
-        self.gauges = None
-        self._last_state_write = 0.0
+        self.budget_key = budget_key
+        self.writers: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ pickling / Tune state
     def __getstate__(self):
-        # Tune pickles callbacks into tuner.pkl; clients, writers and gauges are rebuilt lazily.
-        # The URI is not saved either (a database URI may carry a password): it comes from the
-        # environment again when the callback is unpickled.
-        state = dict(self.__dict__)
-        state.update(client=None, writers={}, gauges=None, uri=None, _deferred=None, _staging=None)
-        return state
+        # Tune pickles callbacks into tuner.pkl; the client and writers are rebuilt lazily. The URI
+        # is not saved either (a database URI may carry a password): it comes from the environment
+        # again when the callback is unpickled.
+        return {**self.__dict__, "client": None, "writers": {}, "uri": None}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -211,55 +199,14 @@ class MLflowSearchCallback(Callback):
             self.client = ScrubbingClient(self.uri)
 
     def get_state(self) -> dict:
-        # Tune calls this right after writing its experiment state to the driver's staging folder:
-        # keep a consistent copy of that state for --resume, and retire what the state on storage dropped.
-        if getattr(self, "_staging", None) and self.experiment_path and "://" not in self.experiment_path:
-            from platform.search import statefiles
-
-            statefiles.snapshot(self._staging, self.experiment_path)
-        if getattr(self, "_deferred", None) is not None:
-            self._deferred.flush()
-        budget = self._budget()
-        return {"run_ids": dict(self.run_ids), "stop_reasons": dict(self.stop_reasons), "best": dict(self.best),
-                "logged_steps": dict(self.logged_steps), "status": dict(self.status),
-                "last_epoch": {k: int(v.get("epoch", 0) or 0) for k, v in self.last.items()},
-                "budget": budget.get_state() if budget else None}
+        return {"run_ids": dict(self.run_ids), "logged_steps": dict(self.logged_steps)}
 
     def set_state(self, state: dict) -> None:
         self.run_ids.update(state.get("run_ids") or {})
-        self.stop_reasons.update(state.get("stop_reasons") or {})
-        self.best.update(state.get("best") or {})
         for k, v in (state.get("logged_steps") or {}).items():
             self.logged_steps[k] = max(int(v), self.logged_steps.get(k, 0))
-        self.status.update(state.get("status") or {})
-        for k, v in (state.get("last_epoch") or {}).items():
-            self.last.setdefault(k, {"epoch": v})
-        budget = self._budget()
-        if budget is not None and state.get("budget"):
-            budget.set_state(state["budget"])
 
     # ------------------------------------------------------------------ helpers
-    def _budget(self):
-        if not self.budget_key:
-            return None
-        from platform.search.budget import tracker_for
-
-        return tracker_for(self.budget_key)
-
-    def _packer(self):
-        if not self.packer_key:
-            return None
-        from platform.search.packing import packer_for
-
-        return packer_for(self.packer_key)
-
-    def _metrics(self):
-        if self.gauges is None:
-            from platform.search.metrics import SearchMetrics
-
-            self.gauges = SearchMetrics(self.search or self.parent_run_id, self.metric)
-        return self.gauges
-
     def _run_id(self, trial) -> str:
         rid = self.run_ids.get(trial.trial_id)
         if rid is None:
@@ -281,105 +228,18 @@ class MLflowSearchCallback(Callback):
             self.writers[trial.trial_id] = w
         return w
 
-    def rung(self, epochs: int) -> int:
-        """Number of rung milestones a trial has reached (0: stopped before the first)."""
-        return sum(1 for m in self.milestones if epochs >= m)
-
-    def _better(self, a: float, b: float | None) -> bool:
-        return b is None or (a > b if self.mode == "max" else a < b)
-
-    def _counts(self, trials) -> dict[str, int]:
-        counts = {"pending": 0, "running": 0, "finished": 0, "stopped": 0, "failed": 0}
-        for t in trials:
-            if t.status == "PENDING":
-                counts["pending"] += 1
-            elif t.status in ("RUNNING", "PAUSED"):
-                counts["running"] += 1
-            elif t.status == "ERROR":
-                counts["failed"] += 1
-            elif t.status == "TERMINATED":
-                reason = self.stop_reasons.get(t.trial_id, "")
-                counts["finished" if reason == "completed" else "stopped"] += 1
-        return counts
-
-    def _export(self, trials=None) -> None:
-        g = self._metrics()
-        if trials is not None:
-            g.trials(self._counts(trials))
-        if self.best:
-            vals = list(self.best.values())
-            g.best(max(vals) if self.mode == "max" else min(vals))
-        budget = self._budget()
-        if budget is not None:
-            s = budget.summary()
-            g.spend(s["spend_usd"], s["gpu_hours"])
-
-    def write_state(self, trials=None, force: bool = False) -> None:
-        """``search_state.json`` in the experiment folder: a cheap progress file for people and scripts."""
-        if not self.experiment_path or "://" in self.experiment_path:
-            return
-        now = time.time()
-        if not force and now - self._last_state_write < 2.0:
-            return
-        self._last_state_write = now
-        budget = self._budget()
-        state = {
-            "search": self.search, "parent_run_id": self.parent_run_id, "metric": self.metric,
-            "trials": {tid: {"status": self.status.get(tid, "RUNNING"), "stop": self.stop_reasons.get(tid),
-                             "epochs": int(self.last.get(tid, {}).get("epoch", 0) or 0), "best": self.best.get(tid),
-                             "run_id": self.run_ids.get(tid)} for tid in self.run_ids},
-            "finished": sum(1 for tid in self.run_ids if tid in self.stop_reasons),
-            "spend": budget.summary() if budget else None,
-            "updated": now,
-        }
-        path = Path(self.experiment_path) / "search_state.json"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=1, default=str))
-            os.replace(tmp, path)
-        except OSError:
-            log.debug("could not write %s", path, exc_info=True)
-
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
+        from platform.search.budget import trial_resources
+
         rid = self._run_id(trial)
-        self._staging = getattr(getattr(trial, "storage", None), "experiment_driver_staging_path", None)
-        self.status[trial.trial_id] = "RUNNING"
         gpus, cpus = trial_resources(trial)
         self.client.log_batch(rid, tags=[mlflow.entities.RunTag("resources.gpu", f"{gpus:g}"),
                                          mlflow.entities.RunTag("resources.cpu", f"{cpus:g}")])
-        budget = self._budget()
-        if budget is not None:
-            budget.start(trial.trial_id, gpus, cpus)
-        packer = self._packer()
-        if packer is not None:
-            est = packer.estimates.get(_signature(trial.config))
-            if est is not None:
-                self._metrics().trial_memory(trial.trial_id, est.bytes, est.method)
-        self._export(trials)
-        self.write_state(trials, force=True)
-
-    def on_step(self, iteration, trials, **info):
-        budget = self._budget()
-        if budget is not None:
-            budget.tick()
-        now = time.time()
-        if now - getattr(self, "_last_export", 0.0) > 5.0:
-            self._last_export = now
-            self._export(trials)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rid = self._run_id(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.last[trial.trial_id] = dict(result)
-        value = result.get(self.metric)
-        if finite(value) is not None and self._better(float(value), self.best.get(trial.trial_id)):
-            self.best[trial.trial_id] = float(value)
-        if finite(value) is not None:
-            self._metrics().trial_metric(trial.trial_id, float(value))
-        if "gpu_mem_peak_bytes" in result:
-            self._metrics().trial_memory(trial.trial_id, float(result["gpu_mem_peak_bytes"]), "cuda-peak")
         if step <= self.logged_steps.get(trial.trial_id, 0):
             # A trial resumed from an earlier checkpoint re-runs epochs MLflow already has: keep the first.
             return
@@ -401,31 +261,14 @@ class MLflowSearchCallback(Callback):
         ckpt = result.get("checkpoint_path")  # TorchTrainer trials report their checkpoint path
         if ckpt:
             self._log_grid(trial, rid, ckpt, step)
-        self.write_state(trials)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         # In-process trials hand their checkpoint to Tune directly.
         rid = self._run_id(trial)
-        step = int(self.last.get(trial.trial_id, {}).get("epoch", 0))
-        self._log_grid(trial, rid, checkpoint.path, step, checkpoint.filesystem)
-        fs = checkpoint.filesystem if checkpoint.filesystem is not None else self.fs
-        if self.keep_best and _is_local(fs):
-            self._retire(Path(checkpoint.path).parent)
-
-    def _retire(self, trial_dir: Path) -> None:
-        """Retention: with an experiment folder, deletions wait until Tune's saved state drops them."""
-        from platform.search.retention import DeferredDeletions, prune_trial
-
-        if not self.experiment_path:
-            prune_trial(trial_dir, self.metric, self.mode, self.keep_best, self.protected)
-            return
-        if getattr(self, "_deferred", None) is None:
-            self._deferred = DeferredDeletions(self.experiment_path)
-        self._deferred.queue(trial_dir, self.metric, self.mode, self.keep_best, self.protected)
-        self._deferred.flush()
+        self._log_grid(trial, rid, checkpoint.path, self.ledger.epochs_of(trial.trial_id), checkpoint.filesystem)
 
     def _log_grid(self, trial, rid: str, path: str, step: int, filesystem=None) -> None:
-        data = read_checkpoint_file(path, "val_grid.png", filesystem if filesystem is not None else self.fs)
+        data = read_checkpoint_file(path, "val_grid.png", filesystem)
         if not data:
             return
         with tempfile.TemporaryDirectory() as tmp:
@@ -440,21 +283,21 @@ class MLflowSearchCallback(Callback):
         except Exception:  # TensorBoard images are a convenience; never fail a search over one
             log.debug("could not add image to TensorBoard", exc_info=True)
 
-    def _finish(self, trial, status: str, reason: str, trials=None) -> None:
-        from platform.secrets import scrub
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "FINISHED")
 
-        reason = scrub(reason)  # an exception's text may carry a URL with a password or a key
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "FAILED")
+
+    def _finish(self, trial, status: str) -> None:
+        """End a trial's run: its spend, stop reason, rung and epochs, and its TensorBoard files."""
         rid = self._run_id(trial)
-        self.stop_reasons[trial.trial_id] = reason
-        self.status[trial.trial_id] = "ERROR" if status == "FAILED" else "TERMINATED"
-        budget = self._budget()
-        if budget is not None:
-            budget.end(trial.trial_id)
-            t = budget.trials.get(trial.trial_id)
-            if t is not None:
-                self.client.log_metric(rid, "spend_usd", t.usd)
-        epochs = int(self.last.get(trial.trial_id, {}).get("epoch", 0) or 0)
-        tags = {"stop_reason": reason, "rung": str(self.rung(epochs)), "epochs": str(epochs)}
+        spend = self._spend(trial.trial_id)
+        if spend is not None:
+            self.client.log_metric(rid, "spend_usd", spend)
+        epochs = self.ledger.epochs_of(trial.trial_id)
+        tags = {"stop_reason": self.ledger.stop_reasons.get(trial.trial_id, ""),
+                "rung": str(self.ledger.rung(epochs)), "epochs": str(epochs)}
         self.client.log_batch(rid, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
         w = self.writers.pop(trial.trial_id, None)
         if w is not None:
@@ -463,89 +306,12 @@ class MLflowSearchCallback(Callback):
             if tb.is_dir():
                 self.client.log_artifacts(rid, str(tb), artifact_path="tensorboard")
         self.client.set_terminated(rid, status=status)
-        self._export(trials)
-        self.write_state(trials, force=True)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        epochs = int(self.last.get(trial.trial_id, {}).get("epoch", 0) or 0)
-        budget = self._budget()
-        if epochs >= self.epochs:
-            reason = "completed"
-        elif budget is not None and trial.trial_id in budget.stopped:
-            reason = (f"stopped by budget at epoch {epochs} (rung {self.rung(epochs)}): "
-                      f"{budget.exhausted_reason or 'budget spent'}")
-        else:
-            reason = f"early-stopped by scheduler at epoch {epochs} (rung {self.rung(epochs)})"
-        self._finish(trial, "FINISHED", reason, trials)
+    def _spend(self, trial_id: str) -> float | None:
+        if not self.budget_key:
+            return None
+        from platform.search.budget import tracker_for
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        text = ""
-        err = getattr(trial, "error_file", None) or ""
-        try:
-            if err and Path(err).is_file():
-                text = Path(err).read_text()
-        except OSError:
-            pass
-        reason = classify_failure(text)
-        if reason.startswith("failed (cuda-oom)"):
-            packer = self._packer()
-            if packer is not None:
-                packer.record_oom(trial.config)
-        self._finish(trial, "FAILED", reason, trials)
-
-    def on_experiment_end(self, trials, **info):
-        budget = self._budget()
-        if budget is not None:
-            budget.pause_all()
-        self._export(trials)
-        self.write_state(trials, force=True)
-
-
-def finite(value: Any) -> float | None:
-    """``value`` as a float when it is a finite number (never a bool, NaN or infinity), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def classify_failure(text: str) -> str:
-    """A one-line reason from a trial's error text: non-finite loss, CUDA OOM or the exception."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    last = next((line for line in reversed(lines) if ("Error" in line or "Exception" in line) and ":" in line),
-                lines[-1] if lines else "unknown error")
-    if "NonFiniteLossError" in text:
-        msg = next((line for line in reversed(lines) if "NonFiniteLossError" in line), last)
-        return "failed (nan-loss): " + msg.split("NonFiniteLossError:", 1)[-1].strip()[:400]
-    if "TrialOutOfMemoryError" in text or "OutOfMemoryError" in text or "CUDA out of memory" in text:
-        return "failed (cuda-oom): CUDA out of memory; later trials of this model/crop/batch get a whole GPU"
-    # "pkg.mod.SomeError: message" -> "SomeError: message"
-    head, _, msg = last.partition(": ")
-    name = head.split(".")[-1].split("(")[-1].rstrip(")")
-    return f"failed (exception): {name}: {msg}"[:500] if msg else f"failed (exception): {last}"[:500]
-
-
-def trial_resources(trial) -> tuple[float, float]:
-    """(GPUs, CPUs) a trial holds: its placement, or every worker of a DDP (TorchTrainer) trial."""
-    res = (trial.config or {}).get("resources", {})
-    from platform.train.trainable import uses_torch_trainer
-
-    if uses_torch_trainer(res):
-        w = int(res.get("workers", 1))
-        return w * float(res.get("gpus_per_worker", 0)), w * float(res.get("cpus_per_worker", 1)) + 0.1
-    try:
-        req = trial.placement_group_factory.required_resources
-        return float(req.get("GPU", 0)), float(req.get("CPU", 0))
-    except Exception:  # no placement group (e.g. a restored trial): the space's resources
-        return float(res.get("gpus_per_worker", 0)), float(res.get("cpus_per_worker", 1))
-
-
-def _signature(config: dict) -> str:
-    from platform.search.packing import memory_signature
-
-    return memory_signature(config)
-
-
-def _is_local(fs) -> bool:
-    if fs is None:
-        return True
-    return type(fs).__name__ == "LocalFileSystem"
+        budget = tracker_for(self.budget_key)
+        t = budget.trials.get(trial_id) if budget is not None else None
+        return t.usd if t is not None else None

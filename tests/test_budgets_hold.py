@@ -79,18 +79,22 @@ def test_spent_budget_stops_at_the_end_of_the_epoch_not_the_next_rung():
 
 def test_nan_validation_metric_never_becomes_the_best(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+    from ray.tune.callback import CallbackList
 
-    from platform.tracking import MLflowSearchCallback, finite
+    from platform.search.ledger import TrialLedger, finite
+    from platform.tracking import MLflowSearchCallback
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("nan", artifact_location=(tmp_path / "art").as_uri())
     parent = client.create_run(exp).info.run_id
-    cb = MLflowSearchCallback(client, exp, parent, tmp_path / "tb", 3, "val_psnr", "max")
+    ledger = TrialLedger("val_psnr", "max", epochs=3)
+    cb = MLflowSearchCallback(client, exp, parent, tmp_path / "tb", ledger)
+    callbacks = CallbackList([ledger, cb])
     trial = SimpleNamespace(trial_id="t1", config={"optimizer": {"lr": 1e-3}}, __str__=lambda self: "t1")
     for epoch, value in enumerate([math.nan, 21.0, math.inf, math.nan], start=1):
-        cb.on_trial_result(0, [], trial, {"epoch": epoch, "val_psnr": value})
-    assert cb.best == {"t1": 21.0}
+        callbacks.on_trial_result(iteration=0, trials=[], trial=trial, result={"epoch": epoch, "val_psnr": value})
+    assert ledger.best == {"t1": 21.0} and ledger.best_overall() == 21.0
     history = client.get_metric_history(cb.run_ids["t1"], "val_psnr")
     assert [(m.step, m.value) for m in history] == [(2, 21.0)]
     assert finite(True) is None and finite(math.nan) is None and finite(3) == 3.0

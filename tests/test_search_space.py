@@ -380,7 +380,7 @@ def test_lockstep_repeats_with_the_real_trainer_over_folds(tmp_path):
 
 # --------------------------------------------------------------------------- failure reasons
 def test_failure_reasons_are_classified():
-    from platform.tracking import classify_failure
+    from platform.search.failures import classify_failure
 
     nan = ("Traceback...\nray.exceptions.RayTaskError(NonFiniteLossError): ray::ImplicitFunc.train()\n"
            "platform.train.loop.NonFiniteLossError: training loss became nan at epoch 1; stopping this trial")
@@ -412,12 +412,12 @@ def test_progress_reports_running_finished_best_and_eta(caplog, monkeypatch):
     import logging
     from types import SimpleNamespace
 
-    from platform.search import driver
+    from platform.search import progress
 
     clock = iter([0.0, 30.0, 30.0, 60.0, 60.0])  # start, result, its log line, done, its log line
-    monkeypatch.setattr(driver.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     caplog.set_level(logging.INFO, logger="platform.search")
-    p = driver.ProgressReporter(total=4, metric="val_psnr", mode="max", concurrency=2, min_interval_s=0)
+    p = progress.ProgressReporter(total=4, metric="val_psnr", mode="max", concurrency=2, min_interval_s=0)
     a, b = SimpleNamespace(trial_id="a", status="RUNNING"), SimpleNamespace(trial_id="b", status="RUNNING")
     p.result([a, b], a, {"epoch": 1, "val_psnr": 20.5})          # t = 30 s
     b.status = "TERMINATED"
@@ -430,7 +430,7 @@ def test_progress_reports_running_finished_best_and_eta(caplog, monkeypatch):
 
 
 def test_summary_table_has_the_searched_values_epochs_metrics_and_stop_reason():
-    from platform.search.driver import format_table
+    from platform.search.summary import format_table
 
     rows = [{"trial": "t1", "optimizer.lr": 0.001, "loss.l1": 0.75, "epochs": 6, "val_psnr": 22.41234,
              "val_ssim": 0.7412, "stop": "completed"},

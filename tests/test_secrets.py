@@ -80,23 +80,28 @@ def test_every_param_tag_and_text_written_through_the_client_is_scrubbed(creds):
 
 
 def test_failure_reason_is_scrubbed_and_the_uri_is_not_pickled(creds):
+    from ray.tune.callback import CallbackList
+
+    from platform.search.ledger import TrialLedger
     from platform.tracking import MLflowSearchCallback
 
     client, exp = _store(creds)
     parent = client.create_run(exp).info.run_id
-    cb = MLflowSearchCallback(client, exp, parent, creds / "tb", 3, "val_psnr", "max")
+    ledger = TrialLedger("val_psnr", "max", epochs=3)
+    cb = MLflowSearchCallback(client, exp, parent, creds / "tb", ledger)
     cb.uri = f"postgresql://bob:{PASSWORD}@db.internal/mlflow"  # as a database store URI would be
     err = creds / "error.txt"
     err.write_text(f"Traceback ...\nbotocore.exceptions.ClientError: denied for {KEY_ID} at "
                    f"http://bob:{PASSWORD}@minio:9000 (secret {SECRET})\n")
     trial = SimpleNamespace(trial_id="t1", config={}, error_file=str(err))
-    cb.on_trial_error(0, [], trial)
-    reason = cb.stop_reasons["t1"]
+    callbacks = CallbackList([ledger, cb])  # Tune's own dispatch, in the search's order
+    callbacks.on_trial_error(iteration=0, trials=[], trial=trial)
+    reason = ledger.stop_reasons["t1"]
     assert reason.startswith("failed (exception): ClientError") and _leak_free(reason), reason
     tags = client.get_run(cb.run_ids["t1"]).data.tags
-    assert _leak_free(tags["stop_reason"])
-    assert _leak_free(pickle.dumps(cb).decode("latin-1"))  # what Tune saves in tuner.pkl
-    assert _leak_free(str(cb.get_state()))
+    assert tags["stop_reason"] == reason and _leak_free(tags["stop_reason"])
+    assert _leak_free(pickle.dumps([ledger, cb]).decode("latin-1"))  # what Tune saves in tuner.pkl
+    assert _leak_free(str(callbacks.get_state()))
 
 
 def test_cli_errors_are_scrubbed(creds, capsys):

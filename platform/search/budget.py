@@ -15,10 +15,12 @@ every worker of a DDP trial).
   rung would keep spending for up to ``grace_period x reduction_factor**k`` more epochs;
   the trial's rung (how far it got) is recorded with its stop reason instead.
 
-The driver, the searcher wrapper, the stopper and the tracking callback all live in the
-driver process but Tune pickles the searcher and stopper (``tuner.pkl``, searcher state for
-``--resume``); they find the live :class:`BudgetTracker` through a module-level registry
-keyed by the experiment, and its state travels in the tracking callback's Tune state.
+The driver, the searcher wrapper, the stopper and the budget callback
+(:class:`platform.search.bookkeeping.BudgetCallback`, which starts and stops each trial's clock)
+all live in the driver process but Tune pickles the searcher and stopper (``tuner.pkl``,
+searcher state for ``--resume``); they find the live :class:`BudgetTracker` through a
+module-level registry keyed by the experiment, and its state travels in the budget callback's
+Tune state.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ def rung_milestones(grace_period: int, reduction_factor: float, max_t: int) -> l
     n = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
     out = sorted({int(grace_period * reduction_factor**k) for k in range(n)} | {int(max_t)})
     return [m for m in out if m <= max_t]
+
+
+def trial_resources(trial) -> tuple[float, float]:
+    """(GPUs, CPUs) a trial holds: its placement, or every worker of a DDP (TorchTrainer) trial."""
+    res = (trial.config or {}).get("resources", {})
+    from platform.train.trainable import uses_torch_trainer
+
+    if uses_torch_trainer(res):
+        w = int(res.get("workers", 1))
+        return w * float(res.get("gpus_per_worker", 0)), w * float(res.get("cpus_per_worker", 1)) + 0.1
+    try:
+        req = trial.placement_group_factory.required_resources
+        return float(req.get("GPU", 0)), float(req.get("CPU", 0))
+    except Exception:  # no placement group (e.g. a restored trial): the space's resources
+        return float(res.get("gpus_per_worker", 0)), float(res.get("cpus_per_worker", 1))
 
 
 @dataclass
@@ -234,7 +251,7 @@ class BudgetLimiter(Searcher):
         return {"key": self.key}
 
     def set_state(self, state: dict) -> None:
-        pass  # the tracker's state travels with the tracking callback
+        pass  # the tracker's state travels with the budget callback
 
     def save(self, checkpoint_path: str):
         self.searcher.save(checkpoint_path)

@@ -6,16 +6,19 @@ TensorBoard tracking from the driver, prints a summary of the trials (with the s
 a multi-objective search, the Pareto front), registers the best model (moving the
 ``champion`` alias only when it beats the current champion), prunes checkpoints and writes
 the HTML report. ``SearchOptions(resume=True)`` (``--resume``) continues a crashed search.
+
+``run_search`` is a sequence of named stages: :func:`prepare`, :func:`open_parent_run`,
+:func:`start_ray`, :func:`build_tuner`, the run, :func:`summarise_search`, :func:`pick_best`,
+:func:`register_best`, :func:`clean_up` and :func:`close_search`. The Tune callbacks of a search
+(:func:`search_callbacks`) are the trial ledger, the bookkeeping of
+:mod:`platform.search.bookkeeping` and the MLflow tracking of :mod:`platform.tracking`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,193 +313,50 @@ def check_shared_storage(opts: SearchOptions, storage: str) -> None:
                 storage, len(hosts))
 
 
-# --------------------------------------------------------------------------- progress
-class ProgressReporter:
-    """Logs trials running/finished, the best so far and an ETA as results arrive."""
-
-    def __init__(self, total: int, metric: str, mode: str, concurrency: int, min_interval_s: float = 10.0):
-        from ray.tune import Callback
-
-        self.total, self.metric, self.mode, self.concurrency = total, metric, mode, concurrency
-        self.start = time.monotonic()
-        self.finished: list[float] = []
-        self.best: tuple[float, str] | None = None
-        self.min_interval = min_interval_s
-        self._last = 0.0
-        outer = self
-
-        class _CB(Callback):
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                outer.result(trials, trial, result)
-
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                outer.done(trials, trial, "finished")
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                outer.done(trials, trial, "failed")
-
-        self.callback = _CB()
-
-    def result(self, trials, trial, result):
-        v = result.get(self.metric)
-        if isinstance(v, (int, float)) and math.isfinite(v) and (
-                self.best is None or (v > self.best[0] if self.mode == "max" else v < self.best[0])):
-            self.best = (float(v), trial.trial_id)
-        now = time.monotonic()
-        if now - self._last >= self.min_interval:
-            self._last = now
-            self.log(trials, f"trial {trial.trial_id} epoch {result.get('epoch')}: {self.metric}={v:.3f}"
-                     if isinstance(v, (int, float)) else "")
-
-    def done(self, trials, trial, how: str):
-        self.finished.append(time.monotonic() - self.start)
-        self.log(trials, f"trial {trial.trial_id} {how}")
-
-    def log(self, trials, event: str = ""):
-        running = sum(1 for t in trials if t.status == "RUNNING")
-        done = len(self.finished)
-        elapsed = time.monotonic() - self.start
-        eta = ""
-        if done:
-            per_trial = elapsed / done
-            eta = f", ETA ~{_fmt(per_trial * (self.total - done))}"
-        best = f", best {self.metric} {self.best[0]:.3f} (trial {self.best[1]})" if self.best else ""
-        log.info("[%s] trials: %d running, %d/%d finished%s, elapsed %s%s", event or "progress", running, done,
-                 self.total, best, _fmt(elapsed), eta)
-
-
-def _fmt(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-# --------------------------------------------------------------------------- summary
-def summarise(results, callback, spec: SearchSpec, model=None, budget=None) -> list[dict]:
-    from platform.search.conditional import SpaceModel
-    from platform.search.space import cost_metric
-
-    metric, mode = spec["search"]["metric"], spec["search"]["mode"]
-    cost = cost_metric(spec)
-    keys = (model or SpaceModel.from_spec(spec)).searched_paths()
-    rows = []
-    for res in results:
-        cfg = res.config or {}
-        name = Path(res.path).name
-        trial_id = (res.metrics or {}).get("trial_id") or (name.removeprefix("trial_"))
-        df = res.metrics_dataframe
-        best_val = best_ssim = best_cost = None
-        epochs = 0
-        if df is not None and len(df) and metric in df:
-            col = df[metric].dropna()
-            col = col[col.apply(lambda v: abs(v) != float("inf"))]  # NaN already dropped
-            if len(col):
-                idx = col.idxmax() if mode == "max" else col.idxmin()
-                best_val = float(df.loc[idx, metric])
-                best_ssim = float(df.loc[idx, "val_ssim"]) if "val_ssim" in df else None
-                best_cost = float(df.loc[idx, cost]) if cost and cost in df else None
-        if df is not None and len(df):
-            epochs = int(df["epoch"].max()) if "epoch" in df else len(df)
-        reason = callback.stop_reasons.get(trial_id)
-        if reason is None:
-            reason = f"failed (exception): {res.error}" if res.error else "unknown"
-        row = {"trial": trial_id, "epochs": epochs, "stop": reason, metric: best_val, "val_ssim": best_ssim,
-               "run_id": callback.run_ids.get(trial_id), "result": res}
-        if cost:
-            row[cost] = best_cost
-        if budget is not None and trial_id in budget.trials:
-            row["spend_usd"] = budget.trials[trial_id].usd
-        for k in keys:
-            node: Any = cfg
-            for part in k.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            row[k] = node
-        rows.append(row)
-    rows.sort(key=lambda r: (r[metric] is None, -(r[metric] or 0) if mode == "max" else (r[metric] or 0)))
-    return rows
-
-
-def pareto_front(rows: list[dict], metric: str, mode: str, cost: str) -> list[dict]:
-    """Rows not dominated in (metric, lower cost)."""
-    pts = [r for r in rows if r.get(metric) is not None and r.get(cost) is not None]
-    sign = 1 if mode == "max" else -1
-    front = []
-    for r in pts:
-        q, c = sign * r[metric], r[cost]
-        dominated = any((sign * o[metric] >= q and o[cost] <= c) and (sign * o[metric] > q or o[cost] < c)
-                        for o in pts if o is not r)
-        if not dominated:
-            front.append(r)
-    return sorted(front, key=lambda r: r[cost])
-
-
-def format_table(rows: list[dict], metric: str) -> str:
-    if not rows:
-        return "(no trials)"
-    extra = [k for k in ("cost_params_m", "cost_latency_ms", "spend_usd") if any(k in r for r in rows)]
-    cols = ["trial"] + [k for k in rows[0] if "." in k] + ["epochs", metric, "val_ssim"] + extra + ["stop"]
-
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "-" if v is None else str(v)
-
-    table = [[c for c in cols]] + [[cell(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def best_checkpoint(row: dict, metric: str, mode: str):
-    """The best surviving checkpoint of a trial (Tune's own, or the Train run's reported path) as a
-    ``ray.train.Checkpoint`` on the experiment's storage (a local folder, or ``bucket/key`` on S3)."""
-    from pyarrow.fs import FileType, LocalFileSystem
-    from ray.train import Checkpoint
-
-    res = row["result"]
-    fs = getattr(res, "filesystem", None) or LocalFileSystem()
-    best = None
-
-    def consider(value, path: str, filesystem) -> None:
-        nonlocal best
-        if value is None or not math.isfinite(value) or (best is not None and not (
-                value > best[0] if mode == "max" else value < best[0])):
-            return
-        if filesystem.get_file_info(path).type != FileType.Directory:
-            return  # pruned by the retention policy
-        best = (value, Checkpoint(path, filesystem))
-
-    for ckpt, metrics in (res.best_checkpoints or []):
-        consider(metrics.get(metric), ckpt.path, ckpt.filesystem or fs)
-    df = res.metrics_dataframe
-    if df is not None and "checkpoint_path" in df and metric in df:
-        for _, r in df.dropna(subset=["checkpoint_path", metric]).iterrows():
-            consider(float(r[metric]), str(r["checkpoint_path"]), fs)
-    return best[1] if best else None
-
-
-def checkpoint_uri(ckpt) -> str:
-    """A checkpoint's address for humans and tags: the folder, or ``s3://bucket/key``."""
-    kind = getattr(ckpt.filesystem, "type_name", "local")
-    return ckpt.path if kind == "local" else f"{kind}://{ckpt.path}"
-
-
-@contextlib.contextmanager
-def local_checkpoint(ckpt):
-    """The checkpoint as a local folder: itself when local, else downloaded to a temporary one."""
-    if getattr(ckpt.filesystem, "type_name", "local") == "local":
-        yield ckpt.path
-        return
-    with tempfile.TemporaryDirectory(prefix="best-ckpt-") as tmp:
-        log.info("downloading the best checkpoint %s", checkpoint_uri(ckpt))
-        yield ckpt.to_directory(tmp)
-
-
 # --------------------------------------------------------------------------- main entry
 def run_search(opts: SearchOptions) -> SearchOutcome:
+    """Prepare, open the parent run, start Ray, build the tuner, run it, summarise, register the
+    best model and clean up; the parent run ends FINISHED, FAILED or KILLED (resumable)."""
     from platform.logs import quiet_third_party
 
     quiet_third_party()
+    prep = prepare(opts)
+    run = open_parent_run(prep, opts)
+    start_ray(prep.spec, run, opts)
+    parts = build_tuner(prep, run, opts)
+    status = "FAILED"
+    try:
+        results = parts.tuner.fit()
+        parts.budget.pause_all()
+        outcome = summarise_search(results, prep, run, parts)
+        pick_best(outcome, prep, run)
+        register_best(outcome, prep, run, parts, opts)
+        clean_up(outcome, prep, run, parts)
+        status = "FINISHED"
+        return outcome
+    except KeyboardInterrupt:
+        status = "KILLED"  # resumable with --resume
+        raise
+    finally:
+        close_search(run, parts.budget, opts, status)
+
+
+# --------------------------------------------------------------------------- stage 1: prepare
+@dataclass
+class Prepared:
+    """A search checked and sized in the driver, before MLflow or Ray are touched."""
+
+    spec: SearchSpec
+    task: Any
+    space: Any  # the SpaceModel of the final space
+    champion: Any  # the earlier champion whose weights start matching trials (--init-from), or None
+    lpips_reason: str | None  # why LPIPS is off, when it was asked for and is unavailable
+    floors: dict
+
+
+def prepare(opts: SearchOptions) -> Prepared:
+    """The spec, the combination of settings, the warm-start sources, the data, the pretrained
+    weights, the quality floors and (time-boxed) the plan, all checked before anything long."""
     started = time.monotonic()
     spec = prepare_spec(opts)  # validate everything cheap before importing the heavy stack
     from platform.search import quality
@@ -510,226 +370,392 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     lpips_reason = check_lpips(spec)
     floors = quality.compute_floors(spec, task)  # before any trial: what no learning gives
     size_to_budget(spec, task, opts, started)  # writes the plan into spec (search.timebox.plan)
-    space_model = SpaceModel.from_spec(spec)  # after check_lpips (may pin λ(lpips) to 0) and the time plan
+    space = SpaceModel.from_spec(spec)  # after check_lpips (may pin λ(lpips) to 0) and the time plan
+    return Prepared(spec, task, space, champion, lpips_reason, floors)
 
-    import mlflow
-    import ray
-    from ray import tune
 
-    from platform import pyfunc, tracking
-    from platform.champion import champion_version, min_gain, register_and_maybe_promote
-    from platform.search import resume as resume_lib
-    from platform.search.budget import BudgetStopper, BudgetTracker, rung_milestones
-    from platform.search.failures import failure_config
-    from platform.search.packing import TrialResources
-    from platform.search.preflight import check_cluster_fits
-    from platform.search.retention import protected_checkpoints, sweep
-    from platform.search.space import cost_metric, make_scheduler, make_searcher, num_samples, tuner_param_space
-    s = spec["search"]
-    metric, mode = s["metric"], s["mode"]
-    storage = storage_path(opts)
-    client, exp_id = tracking.setup_mlflow(spec.name)
+# --------------------------------------------------------------------------- stage 2: the parent run
+@dataclass
+class ParentRun:
+    """The MLflow parent run of a search and the experiment folder its trials go to."""
+
+    client: Any
+    experiment_id: str
+    experiment_path: str
+    run_name: str
+    storage: str
+    run_id: str = ""
+    warm: Any = None  # earlier trials handed to the searcher (--warm-start)
+    run_ids: dict[str, str] = field(default_factory=dict)  # trial runs a --resume continues
+    logged_steps: dict[str, int] = field(default_factory=dict)  # their last logged epoch
+    champion_at_start: Any = None
+
+    @property
+    def local(self) -> bool:
+        return "://" not in self.experiment_path
+
+
+def open_parent_run(prep: Prepared, opts: SearchOptions) -> ParentRun:
+    """Create the parent run (or, on --resume, reopen it and find its trial runs) and log on it
+    what the search starts from."""
+    from platform import tracking
+    from platform.champion import champion_version
+    from platform.search import quality
     from platform.search.warmstart import gather
 
-    warm = gather(client, spec, space_model)  # on the final space (after the LPIPS check and the time plan)
-
-    run_ids: dict[str, str] = {}
-    logged_steps: dict[str, int] = {}
-    if opts.resume:
-        exp_path = resume_lib.find_experiment(storage, spec.name, opts.resume if isinstance(opts.resume, str) else None)
-        run_name = Path(exp_path).name
-        storage = exp_path.rsplit("/", 1)[0] if "://" in exp_path else str(Path(exp_path).parent)
-        parent = resume_lib.find_parent_run(client, exp_id, exp_path)
-        if parent is not None and parent.info.status == "FINISHED":
-            raise ConfigError(f"the search in {exp_path} already finished (MLflow run {parent.info.run_id}); "
-                              "start a new search instead of --resume.")
-        if parent is None:
-            log.warning("no MLflow parent run found for %s; starting a new one", exp_path)
-    else:
-        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        exp_path = f"{storage.rstrip('/')}/{run_name}" if "://" in storage else str(Path(storage) / run_name)
-        n = 2
-        while "://" not in exp_path and Path(exp_path).exists():
-            exp_path = str(Path(storage) / f"{run_name}-{n}")
-            n += 1
-        run_name = Path(exp_path).name
-        parent = None
+    spec = prep.spec
+    storage = storage_path(opts)
+    client, exp_id = tracking.setup_mlflow(spec.name)
+    warm = gather(client, spec, prep.space)  # on the final space (after the LPIPS check and the time plan)
+    run = ParentRun(client, exp_id, *experiment_folder(opts, spec, storage), warm=warm)
+    parent = find_resumed_parent(run, opts)
     if parent is None:
-        parent = client.create_run(exp_id, run_name=run_name, tags={
-            "search_space": str(spec.source), "quick": str(opts.quick), resume_lib.EXPERIMENT_TAG: exp_path})
-        parent_id = parent.info.run_id
-        client.log_text(parent_id, spec.source.read_text(), "search_space.yaml")
-        client.log_dict(parent_id, spec.config, "resolved_spec.json")
-        sch = s["scheduler"]
-        for k, v in {"metric": metric, "mode": mode, "num_trials": s["num_trials"], "scheduler": sch["name"],
-                     "searcher": s["searcher"]["name"], "epochs": spec["train"]["epochs"],
-                     "seed": spec["train"]["seed"], "data": spec["task"]["data"], "grace_period": sch["grace_period"],
-                     "reduction_factor": sch["reduction_factor"], "max_t": sch["max_t"],
-                     "repeat": f"{s['repeat']['over']} x{s['repeat']['k']}", "cost": s["cost"]["metric"],
-                     "budget_usd": s["budget"]["usd"]}.items():
-            client.log_param(parent_id, k, str(v))
-        record_warm_start(client, parent_id, spec, warm, champion)
+        run.run_id = create_parent_run(run, prep, opts)
     else:
-        parent_id = parent.info.run_id
-        client.update_run(parent_id, status="RUNNING")
-        client.set_tag(parent_id, "resumed", time.strftime("%Y-%m-%d %H:%M:%S"))
-        run_ids, logged_steps = resume_lib.reconcile_children(client, exp_id, parent_id, exp_path, metric)
-        log.info("resuming %s: MLflow parent run %s, %d trial run(s) to continue", exp_path, parent_id, len(run_ids))
-    if lpips_reason:
-        client.set_tag(parent_id, "lpips_unavailable", lpips_reason[:5000])
-    if floors:
-        quality.log_floors(client, parent_id, floors, spec, task)
-    champion_at_start = champion_version(client, spec.name)
-    tb_dir = Path(os.environ.get("PLATFORM_TENSORBOARD_DIR") or Path("mlruns") / "tensorboard") / run_name
+        continue_parent_run(run, parent.info.run_id, spec["search"]["metric"])
+    if prep.lpips_reason:
+        client.set_tag(run.run_id, "lpips_unavailable", prep.lpips_reason[:5000])
+    if prep.floors:
+        quality.log_floors(client, run.run_id, prep.floors, spec, prep.task)
+    run.champion_at_start = champion_version(client, spec.name)
+    return run
 
-    # Where data and pretrained weights live (never credentials: those come from each node's AWS chain).
-    forwarded = ("PLATFORM_DATA_DIR", "PLATFORM_PRETRAINED_DIR", "PLATFORM_PRETRAINED_STORE",
+
+def experiment_folder(opts: SearchOptions, spec: SearchSpec, storage: str) -> tuple[str, str, str]:
+    """(experiment path, run name, storage): the folder to resume, or a new ``<name>-<time>``."""
+    if opts.resume:
+        from platform.search.resume import find_experiment
+
+        exp_path = find_experiment(storage, spec.name, opts.resume if isinstance(opts.resume, str) else None)
+        storage = exp_path.rsplit("/", 1)[0] if "://" in exp_path else str(Path(exp_path).parent)
+        return exp_path, Path(exp_path).name, storage
+    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp_path = f"{storage.rstrip('/')}/{run_name}" if "://" in storage else str(Path(storage) / run_name)
+    n = 2
+    while "://" not in exp_path and Path(exp_path).exists():
+        exp_path = str(Path(storage) / f"{run_name}-{n}")
+        n += 1
+    return exp_path, Path(exp_path).name, storage
+
+
+def find_resumed_parent(run: ParentRun, opts: SearchOptions):
+    """On --resume, the parent run of the experiment folder (None: a new one is created)."""
+    if not opts.resume:
+        return None
+    from platform.search.resume import find_parent_run
+
+    parent = find_parent_run(run.client, run.experiment_id, run.experiment_path)
+    if parent is not None and parent.info.status == "FINISHED":
+        raise ConfigError(f"the search in {run.experiment_path} already finished (MLflow run {parent.info.run_id}); "
+                          "start a new search instead of --resume.")
+    if parent is None:
+        log.warning("no MLflow parent run found for %s; starting a new one", run.experiment_path)
+    return parent
+
+
+def create_parent_run(run: ParentRun, prep: Prepared, opts: SearchOptions) -> str:
+    """A new parent run carrying the search space, the resolved spec and the main settings."""
+    from platform.search.resume import EXPERIMENT_TAG
+
+    spec, client = prep.spec, run.client
+    s, sch = spec["search"], spec["search"]["scheduler"]
+    parent_id = client.create_run(run.experiment_id, run_name=run.run_name, tags={
+        "search_space": str(spec.source), "quick": str(opts.quick), EXPERIMENT_TAG: run.experiment_path}).info.run_id
+    client.log_text(parent_id, spec.source.read_text(), "search_space.yaml")
+    client.log_dict(parent_id, spec.config, "resolved_spec.json")
+    for k, v in {"metric": s["metric"], "mode": s["mode"], "num_trials": s["num_trials"], "scheduler": sch["name"],
+                 "searcher": s["searcher"]["name"], "epochs": spec["train"]["epochs"],
+                 "seed": spec["train"]["seed"], "data": spec["task"]["data"], "grace_period": sch["grace_period"],
+                 "reduction_factor": sch["reduction_factor"], "max_t": sch["max_t"],
+                 "repeat": f"{s['repeat']['over']} x{s['repeat']['k']}", "cost": s["cost"]["metric"],
+                 "budget_usd": s["budget"]["usd"]}.items():
+        client.log_param(parent_id, k, str(v))
+    record_warm_start(client, parent_id, spec, run.warm, prep.champion)
+    return parent_id
+
+
+def continue_parent_run(run: ParentRun, parent_id: str, metric: str) -> None:
+    """--resume: mark the parent run running again and find the trial runs to continue."""
+    from platform.search.resume import reconcile_children
+
+    run.run_id = parent_id
+    run.client.update_run(parent_id, status="RUNNING")
+    run.client.set_tag(parent_id, "resumed", time.strftime("%Y-%m-%d %H:%M:%S"))
+    run.run_ids, run.logged_steps = reconcile_children(run.client, run.experiment_id, parent_id,
+                                                       run.experiment_path, metric)
+    log.info("resuming %s: MLflow parent run %s, %d trial run(s) to continue", run.experiment_path, parent_id,
+             len(run.run_ids))
+
+
+# --------------------------------------------------------------------------- stage 3: Ray
+# Where data and pretrained weights live (never credentials: those come from each node's AWS chain).
+FORWARDED_ENV = ("PLATFORM_DATA_DIR", "PLATFORM_PRETRAINED_DIR", "PLATFORM_PRETRAINED_STORE",
                  "PLATFORM_PRETRAINED_ENDPOINT", "PLATFORM_PRETRAINED_REGION", "PLATFORM_PRETRAINED_CACHE",
                  "PLATFORM_PRETRAINED_HUB")
-    env_vars = {k: os.environ[k] for k in forwarded if k in os.environ}
+
+
+def start_ray(spec: SearchSpec, run: ParentRun, opts: SearchOptions) -> None:
+    """Connect to (or start) Ray and check that the cluster can run the trials; a refusal ends
+    the parent run as failed (not RUNNING)."""
+    from platform.search.preflight import check_cluster_fits
+
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env_vars.setdefault("PLATFORM_DATA_DIR", str(Path(".cache/data").resolve()))
     env_vars.setdefault("PLATFORM_PRETRAINED_DIR", str(Path(".cache/pretrained").resolve()))
     init_ray(opts, env_vars)
     try:
-        check_shared_storage(opts, storage)
+        check_shared_storage(opts, run.storage)
         check_cluster_fits(spec, address=opts.address or os.environ.get("RAY_ADDRESS"))
-    except ConfigError:  # refused before any trial: the parent run ends as failed, not RUNNING
-        client.set_terminated(parent_id, status="FAILED")
+    except ConfigError:  # refused before any trial
+        run.client.set_terminated(run.run_id, status="FAILED")
         raise
+
+
+# --------------------------------------------------------------------------- stage 4: the tuner
+@dataclass
+class TunerParts:
+    """The tuner of a search and the live objects the later stages read."""
+
+    tuner: Any
+    ledger: Any  # TrialLedger: what each trial did
+    run_ids: dict[str, str]  # {trial_id: MLflow run id}, filled by the tracking callback
+    budget: Any  # BudgetTracker
+    protected: set[str]  # checkpoints retention never deletes
+
+
+def build_tuner(prep: Prepared, run: ParentRun, opts: SearchOptions) -> TunerParts:
+    """A new Tuner, or on --resume the restored one with this driver's live callbacks, stopper,
+    searcher and scheduler."""
+    from ray import tune
+
+    from platform import tracking
+    from platform.search.budget import BudgetTracker
+    from platform.search.packing import TrialResources
+    from platform.search.progress import ProgressReporter
+    from platform.search.resume import restore_tuner
+    from platform.search.retention import protected_checkpoints
+    from platform.search.space import make_scheduler, make_searcher, num_samples, tuner_param_space
+    from platform.train.trainable import get_trainable, uses_torch_trainer
+
     # Save Tune's experiment state (trials, searcher, callbacks) every few seconds rather than Tune's
     # adaptive >= 10 s: after a crash, --resume loses at most that much bookkeeping.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
-
-    from platform.train.trainable import get_trainable, uses_torch_trainer
-
+    spec, key = prep.spec, run.experiment_path
+    s, res = spec["search"], spec["resources"]
     run_trial = get_trainable(opts.trainable)
+    run_info = trial_run_info(prep, run)
+    budget = BudgetTracker.from_spec(key, spec)
+    packer = TrialResources(key, dict(res), dict(prep.task.model_kwargs()), torch_trainer=uses_torch_trainer(res))
+    protected = protected_checkpoints(run.client, spec.name)
+    callbacks, ledger, run_ids = search_callbacks(spec, run, protected)
+    total = num_samples(spec, prep.space)
+    progress = ProgressReporter(total, s["metric"], s["mode"], s["max_concurrent"])
+    searcher = make_searcher(spec, prep.space, budget_key=key, warm=run.warm)
+    scheduler = make_scheduler(spec, prep.space)
+    stopper = make_stopper(spec, key)
+    trainable = tune.with_resources(run_trial, packer)
+    callbacks.append(progress.callback)
+    if opts.resume:
+        tuner = restore_tuner(key, trainable, callbacks=callbacks, stopper=stopper, search_alg=searcher,
+                              scheduler=scheduler)
+    else:
+        tuner = tune.Tuner(trainable, param_space=tuner_param_space(spec, run_info, prep.space),
+                           tune_config=tune_config(spec, total, searcher, scheduler),
+                           run_config=run_config(spec, run, callbacks, stopper))
+    log.info("search %r: %d trials of up to %d epochs, %s + %s, experiment %s, MLflow %s (parent run %s)",
+             spec.name, total, spec["train"]["epochs"], s["scheduler"]["name"],
+             {"bohb": "tunebohb", "pbt": "random population"}.get(s["scheduler"]["name"], s["searcher"]["name"]),
+             key, tracking.tracking_uri(), run.run_id)
+    return TunerParts(tuner, ledger, run_ids, budget, protected)
 
-    res = spec["resources"]
-    keep_best = int(s["checkpoints"]["keep_best"])
-    run_info = {"storage_path": storage, "metric": metric, "mode": mode, "keep_checkpoints": keep_best,
-                "search": spec.name, "parent_run_id": parent_id, "repeat": dict(s["repeat"]),
-                "cost": s["cost"]["metric"], "latency_size": s["cost"]["latency_size"]}
-    if champion is not None:
+
+def trial_run_info(prep: Prepared, run: ParentRun) -> dict:
+    """What every trial is told of its search (``_run`` in its config)."""
+    spec = prep.spec
+    s = spec["search"]
+    info = {"storage_path": run.storage, "metric": s["metric"], "mode": s["mode"],
+            "keep_checkpoints": int(s["checkpoints"]["keep_best"]), "search": spec.name, "parent_run_id": run.run_id,
+            "repeat": dict(s["repeat"]), "cost": s["cost"]["metric"], "latency_size": s["cost"]["latency_size"]}
+    if prep.champion is not None:
         from platform.search.warminit import stage
 
-        run_info["warm_weights"] = stage(champion, exp_path)
-    budget = BudgetTracker.from_spec(exp_path, spec)
-    packer = TrialResources(exp_path, dict(res), dict(task.model_kwargs()), torch_trainer=uses_torch_trainer(res))
-    sch = s["scheduler"]
+        info["warm_weights"] = stage(prep.champion, run.experiment_path)
+    return info
+
+
+def search_callbacks(spec: SearchSpec, run: ParentRun, protected: set[str]) -> tuple[list, Any, dict[str, str]]:
+    """The search's Tune callbacks, in the order Tune must call them (the trial ledger first: the
+    others read what it recorded; the budget's clock before the MLflow run logs a trial's spend;
+    the state file's copy of Tune's saved state before retention acts on that state), with the
+    ledger and the live {trial_id: MLflow run id} of the tracking callback."""
+    from platform import tracking
+    from platform.search import bookkeeping
+    from platform.search.budget import rung_milestones
+    from platform.search.ledger import TrialLedger
+
+    s, sch, key = spec["search"], spec["search"]["scheduler"], run.experiment_path
     milestones = rung_milestones(sch["grace_period"], sch["reduction_factor"], sch["max_t"]) \
         if sch["name"] in ("asha", "hyperband", "bohb") else []
-    protected = protected_checkpoints(client, spec.name)
-    callback = tracking.MLflowSearchCallback(
-        client, exp_id, parent_id, tb_dir, spec["train"]["epochs"], metric, mode, existing=run_ids,
-        search=spec.name, experiment_path=exp_path if "://" not in exp_path else None, budget_key=exp_path,
-        packer_key=exp_path, milestones=milestones, keep_best=keep_best, protected=protected,
-        logged_steps=logged_steps)
-    total = num_samples(spec, space_model)
-    progress = ProgressReporter(total, metric, mode, s["max_concurrent"])
-    searcher = make_searcher(spec, space_model, budget_key=exp_path, warm=warm)
-    scheduler = make_scheduler(spec, space_model)
-    b = s["budget"]
-    stopper = (BudgetStopper(exp_path, whole_search=sch["name"] == "pbt")
-               if (b["usd"] is not None or b["time_s"] is not None) else None)
-    stopper = with_trial_time_limit(stopper, spec)
-    trainable = tune.with_resources(run_trial, packer)
-    callbacks = [callback, progress.callback]
-    if opts.resume:
-        tuner = resume_lib.restore_tuner(exp_path, trainable, callbacks=callbacks, stopper=stopper,
-                                         search_alg=searcher, scheduler=scheduler)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=tuner_param_space(spec, run_info, space_model),
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=total, search_alg=searcher,
-                                        scheduler=scheduler,
-                                        # Searchers come wrapped in a ConcurrencyLimiter already; a second one
-                                        # (Tune's) would shadow it in the saved searcher state of --resume.
-                                        max_concurrent_trials=s["max_concurrent"] if searcher is None else None,
-                                        trial_dirname_creator=trial_dirname, reuse_actors=bool(s["reuse_actors"])),
-            run_config=tune.RunConfig(
-                name=run_name, storage_path=storage, callbacks=callbacks, stop=stopper, verbose=0,
-                failure_config=failure_config(),  # retries lost nodes/workers, never a NaN/OOM/exception
-                # On local storage retention is done by the tracking callback (best N + latest,
-                # registry-protected); on remote storage (s3://...) Tune keeps the best N itself (plus
-                # the latest, which Ray never deletes).
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if "://" not in storage else keep_best,
-                                                        checkpoint_score_attribute=metric,
-                                                        checkpoint_score_order=mode)),
-        )
-    log.info("search %r: %d trials of up to %d epochs, %s + %s, experiment %s, MLflow %s (parent run %s)",
-             spec.name, total, spec["train"]["epochs"], sch["name"],
-             {"bohb": "tunebohb", "pbt": "random population"}.get(sch["name"], s["searcher"]["name"]), exp_path,
-             tracking.tracking_uri(),
-             parent_id)
-    status = "FAILED"
-    try:
-        results = tuner.fit()
-        budget.pause_all()
-        rows = summarise(results, callback, spec, space_model, budget)
-        spend = budget.summary()
-        outcome = SearchOutcome(spec, parent_id, rows, None, lpips_unavailable=lpips_reason, storage_path=storage,
-                                experiment_path=exp_path, spend=spend, floors=floors,
-                                timebox=spec["search"]["timebox"].get("plan"))
-        log.info("trials of %s:\n%s", spec.name, format_table(rows, metric))
-        log.info("spend: $%.4f (%.4f GPU-hours, %.4f CPU-hours, %.0f s)%s", spend["spend_usd"], spend["gpu_hours"],
-                 spend["cpu_hours"], spend["search_time_s"],
-                 f"; {budget.exhausted_reason}" if budget.exhausted_reason else "")
-        client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
-                                             for k, v in spend.items()])
-        if budget.exhausted_reason:
-            client.set_tag(parent_id, "budget_exhausted", budget.exhausted_reason)
-        client.set_tag(parent_id, "trials", str(len(rows)))
-        cost = cost_metric(spec)
-        if cost:
-            outcome.pareto = pareto_front(rows, metric, mode, cost)
-            client.set_tag(parent_id, "pareto_trials", ",".join(r["trial"] for r in outcome.pareto))
-            log.info("Pareto front (%s vs %s): %s", metric, cost,
-                     ", ".join(f"{r['trial']} ({r[metric]:.3f}, {r[cost]:.3g})" for r in outcome.pareto))
-        ok = [r for r in rows if r[metric] is not None]
-        if not ok:
-            raise ConfigError(f"no trial of {spec.name} produced {metric}; see the trial errors above and the "
-                              f"MLflow runs under parent run {parent_id}.")
-        outcome.best = best = ok[0]
-        log.info("best trial against the quality floors:\n%s", quality.format_floors(floors, best, metric, mode))
-        client.set_tag(parent_id, "best_trial", best["trial"])
-        client.log_metric(parent_id, f"best_{metric}", best[metric])
-        ckpt = best_checkpoint(best, metric, mode)
-        if ckpt is None:
-            raise RuntimeError(f"best trial {best['trial']} left no checkpoint")
-        source = checkpoint_uri(ckpt)
-        with local_checkpoint(ckpt) as ckpt_dir:
-            model_uri = pyfunc.log_model(ckpt_dir, best["run_id"] or parent_id, sample=task.example_input())
-            reported = json.loads((Path(ckpt_dir) / "metrics.json").read_text()).get(metric, best[metric])
-        if opts.promote:
-            from platform.floors import best_floor
+    ledger = TrialLedger(s["metric"], s["mode"], spec["train"]["epochs"], milestones, budget_key=key)
+    tb_dir = Path(os.environ.get("PLATFORM_TENSORBOARD_DIR") or Path("mlruns") / "tensorboard") / run.run_name
+    mlflow_runs = tracking.MLflowSearchCallback(run.client, run.experiment_id, run.run_id, tb_dir, ledger,
+                                                existing=run.run_ids, logged_steps=run.logged_steps, budget_key=key)
+    callbacks = [ledger, bookkeeping.BudgetCallback(key), bookkeeping.PackingCallback(key, ledger), mlflow_runs,
+                 bookkeeping.GaugesCallback(spec.name or run.run_id, ledger, budget_key=key, packer_key=key)]
+    if run.local:
+        callbacks.append(bookkeeping.StateFileCallback(key, spec.name, run.run_id, ledger, mlflow_runs.run_ids,
+                                                       budget_key=key))
+    callbacks.append(bookkeeping.RetentionCallback(s["metric"], s["mode"], int(s["checkpoints"]["keep_best"]),
+                                                   protected, experiment_path=key if run.local else None))
+    return callbacks, ledger, mlflow_runs.run_ids
 
-            outcome.promotion = register_and_maybe_promote(
-                client, spec.name, model_uri, best["run_id"] or parent_id, quality.promotion_task(spec, task), metric,
-                mode, score=float(reported), origin="quick" if opts.quick else "full",
-                floor=best_floor(floors, metric, mode), gain=min_gain(metric, spec["promotion"]["min_gain"]),
-                champion_at_start=champion_at_start, source_checkpoint=source)
-            client.set_tag(parent_id, "promotion", outcome.promotion.message()[:5000])
-            protected.add(str(Path(source).resolve()) if "://" not in source else source)
-        if "://" not in exp_path:
-            removed = sweep(exp_path, metric, mode, keep_best, protected)
-            for train_dir in Path(storage).glob(f"{run_name}-train-*"):
-                removed.update(sweep(train_dir, metric, mode, keep_best, protected))
-            if removed:
-                log.info("retention: removed %d checkpoint(s)", sum(len(v) for v in removed.values()))
-        if s["report"]:
-            outcome.report_path = write_report(parent_id, client)
-        status = "FINISHED"
-        return outcome
-    except KeyboardInterrupt:
-        status = "KILLED"  # resumable with --resume
-        raise
-    finally:
-        budget.pause_all()
-        client.set_terminated(parent_id, status=status)
-        mlflow.end_run()
-        if not opts.address and ray.is_initialized() and not os.environ.get("PLATFORM_KEEP_RAY"):
-            ray.shutdown()
+
+def make_stopper(spec: SearchSpec, budget_key: str):
+    """The budget's stopper (when a budget is set) and a time-boxed search's per-trial limit."""
+    from platform.search.budget import BudgetStopper
+
+    b, sch = spec["search"]["budget"], spec["search"]["scheduler"]
+    stopper = (BudgetStopper(budget_key, whole_search=sch["name"] == "pbt")
+               if (b["usd"] is not None or b["time_s"] is not None) else None)
+    return with_trial_time_limit(stopper, spec)
+
+
+def tune_config(spec: SearchSpec, total: int, searcher, scheduler):
+    from ray import tune
+
+    s = spec["search"]
+    return tune.TuneConfig(metric=s["metric"], mode=s["mode"], num_samples=total, search_alg=searcher,
+                           scheduler=scheduler,
+                           # Searchers come wrapped in a ConcurrencyLimiter already; a second one (Tune's)
+                           # would shadow it in the saved searcher state of --resume.
+                           max_concurrent_trials=s["max_concurrent"] if searcher is None else None,
+                           trial_dirname_creator=trial_dirname, reuse_actors=bool(s["reuse_actors"]))
+
+
+def run_config(spec: SearchSpec, run: ParentRun, callbacks: list, stopper):
+    from ray import tune
+
+    from platform.search.failures import failure_config
+
+    s = spec["search"]
+    return tune.RunConfig(
+        name=run.run_name, storage_path=run.storage, callbacks=callbacks, stop=stopper, verbose=0,
+        failure_config=failure_config(),  # retries lost nodes/workers, never a NaN/OOM/exception
+        # On local storage retention is done by the retention callback (best N + latest,
+        # registry-protected); on remote storage (s3://...) Tune keeps the best N itself (plus
+        # the latest, which Ray never deletes).
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=None if "://" not in run.storage else int(s["checkpoints"]["keep_best"]),
+            checkpoint_score_attribute=s["metric"], checkpoint_score_order=s["mode"]))
+
+
+# --------------------------------------------------------------------------- stages 5-7: after the trials
+def summarise_search(results, prep: Prepared, run: ParentRun, parts: TunerParts) -> SearchOutcome:
+    """The trials' table, the spend and (multi-objective) the Pareto front: logged and on the parent run."""
+    import mlflow
+
+    from platform.search.space import cost_metric
+    from platform.search.summary import format_table, pareto_front, summarise
+
+    spec, client, budget = prep.spec, run.client, parts.budget
+    metric, mode = spec["search"]["metric"], spec["search"]["mode"]
+    rows = summarise(results, parts.ledger.stop_reasons, parts.run_ids, spec, prep.space, budget)
+    spend = budget.summary()
+    outcome = SearchOutcome(spec, run.run_id, rows, None, lpips_unavailable=prep.lpips_reason,
+                            storage_path=run.storage, experiment_path=run.experiment_path, spend=spend,
+                            floors=prep.floors, timebox=spec["search"]["timebox"].get("plan"))
+    log.info("trials of %s:\n%s", spec.name, format_table(rows, metric))
+    log.info("spend: $%.4f (%.4f GPU-hours, %.4f CPU-hours, %.0f s)%s", spend["spend_usd"], spend["gpu_hours"],
+             spend["cpu_hours"], spend["search_time_s"],
+             f"; {budget.exhausted_reason}" if budget.exhausted_reason else "")
+    client.log_batch(run.run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+                                          for k, v in spend.items()])
+    if budget.exhausted_reason:
+        client.set_tag(run.run_id, "budget_exhausted", budget.exhausted_reason)
+    client.set_tag(run.run_id, "trials", str(len(rows)))
+    cost = cost_metric(spec)
+    if cost:
+        outcome.pareto = pareto_front(rows, metric, mode, cost)
+        client.set_tag(run.run_id, "pareto_trials", ",".join(r["trial"] for r in outcome.pareto))
+        log.info("Pareto front (%s vs %s): %s", metric, cost,
+                 ", ".join(f"{r['trial']} ({r[metric]:.3f}, {r[cost]:.3g})" for r in outcome.pareto))
+    return outcome
+
+
+def pick_best(outcome: SearchOutcome, prep: Prepared, run: ParentRun) -> None:
+    """The best trial (a ConfigError when no trial produced the metric), set on the outcome and
+    shown against the quality floors."""
+    from platform.search import quality
+
+    spec = prep.spec
+    metric, mode = spec["search"]["metric"], spec["search"]["mode"]
+    ok = [r for r in outcome.rows if r[metric] is not None]
+    if not ok:
+        raise ConfigError(f"no trial of {spec.name} produced {metric}; see the trial errors above and the "
+                          f"MLflow runs under parent run {run.run_id}.")
+    outcome.best = best = ok[0]
+    log.info("best trial against the quality floors:\n%s", quality.format_floors(prep.floors, best, metric, mode))
+    run.client.set_tag(run.run_id, "best_trial", best["trial"])
+    run.client.log_metric(run.run_id, f"best_{metric}", best[metric])
+
+
+def register_best(outcome: SearchOutcome, prep: Prepared, run: ParentRun, parts: TunerParts,
+                  opts: SearchOptions) -> None:
+    """Log the best checkpoint as an MLflow model and (with --promote) register it, moving the
+    ``champion`` alias only when it beats the current champion."""
+    from platform import pyfunc
+    from platform.champion import min_gain, register_and_maybe_promote
+    from platform.search import quality
+    from platform.search.summary import best_checkpoint, checkpoint_uri, local_checkpoint
+
+    spec, client, best = prep.spec, run.client, outcome.best
+    metric, mode = spec["search"]["metric"], spec["search"]["mode"]
+    ckpt = best_checkpoint(best, metric, mode)
+    if ckpt is None:
+        raise RuntimeError(f"best trial {best['trial']} left no checkpoint")
+    source = checkpoint_uri(ckpt)
+    with local_checkpoint(ckpt) as ckpt_dir:
+        model_uri = pyfunc.log_model(ckpt_dir, best["run_id"] or run.run_id, sample=prep.task.example_input())
+        reported = json.loads((Path(ckpt_dir) / "metrics.json").read_text()).get(metric, best[metric])
+    if not opts.promote:
+        return
+    from platform.floors import best_floor
+
+    outcome.promotion = register_and_maybe_promote(
+        client, spec.name, model_uri, best["run_id"] or run.run_id, quality.promotion_task(spec, prep.task), metric,
+        mode, score=float(reported), origin="quick" if opts.quick else "full",
+        floor=best_floor(prep.floors, metric, mode), gain=min_gain(metric, spec["promotion"]["min_gain"]),
+        champion_at_start=run.champion_at_start, source_checkpoint=source)
+    client.set_tag(run.run_id, "promotion", outcome.promotion.message()[:5000])
+    parts.protected.add(str(Path(source).resolve()) if "://" not in source else source)
+
+
+def clean_up(outcome: SearchOutcome, prep: Prepared, run: ParentRun, parts: TunerParts) -> None:
+    """Prune every trial's checkpoints (local storage) and write the HTML report."""
+    from platform.search.retention import sweep
+
+    s = prep.spec["search"]
+    metric, mode, keep_best = s["metric"], s["mode"], int(s["checkpoints"]["keep_best"])
+    if run.local:
+        removed = sweep(run.experiment_path, metric, mode, keep_best, parts.protected)
+        for train_dir in Path(run.storage).glob(f"{run.run_name}-train-*"):
+            removed.update(sweep(train_dir, metric, mode, keep_best, parts.protected))
+        if removed:
+            log.info("retention: removed %d checkpoint(s)", sum(len(v) for v in removed.values()))
+    if s["report"]:
+        outcome.report_path = write_report(run.run_id, run.client)
+
+
+def close_search(run: ParentRun, budget, opts: SearchOptions, status: str) -> None:
+    """Stop the spend clocks, end the parent run with ``status`` and shut down a Ray this driver started."""
+    import mlflow
+    import ray
+
+    budget.pause_all()
+    run.client.set_terminated(run.run_id, status=status)
+    mlflow.end_run()
+    if not opts.address and ray.is_initialized() and not os.environ.get("PLATFORM_KEEP_RAY"):
+        ray.shutdown()
 
 
 def resolve_warm_start(spec: SearchSpec, opts: SearchOptions):

@@ -9,6 +9,9 @@ Tune's ``FailureConfig(max_failures=N)`` retries every failure alike, so the sea
 recovery decision look at the error first: only a node or worker failure (the trial's actor
 died: ``RayActorError`` and its kin) is retried. A preempted actor (a drained spot node) is not
 even counted by Tune.
+
+:func:`classify_failure` turns a failed trial's error text into the one-line reason the search
+records (non-finite loss, CUDA out of memory, or the exception).
 """
 
 from __future__ import annotations
@@ -74,3 +77,19 @@ def failure_config():
     if not install_retry_policy():
         return tune.FailureConfig(max_failures=0)
     return tune.FailureConfig(max_failures=MAX_NODE_FAILURES)
+
+
+def classify_failure(text: str) -> str:
+    """A one-line reason from a trial's error text: non-finite loss, CUDA OOM or the exception."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = next((line for line in reversed(lines) if ("Error" in line or "Exception" in line) and ":" in line),
+                lines[-1] if lines else "unknown error")
+    if "NonFiniteLossError" in text:
+        msg = next((line for line in reversed(lines) if "NonFiniteLossError" in line), last)
+        return "failed (nan-loss): " + msg.split("NonFiniteLossError:", 1)[-1].strip()[:400]
+    if "TrialOutOfMemoryError" in text or "OutOfMemoryError" in text or "CUDA out of memory" in text:
+        return "failed (cuda-oom): CUDA out of memory; later trials of this model/crop/batch get a whole GPU"
+    # "pkg.mod.SomeError: message" -> "SomeError: message"
+    head, _, msg = last.partition(": ")
+    name = head.split(".")[-1].split("(")[-1].rstrip(")")
+    return f"failed (exception): {name}: {msg}"[:500] if msg else f"failed (exception): {last}"[:500]

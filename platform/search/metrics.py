@@ -2,8 +2,8 @@
 
 Ray exports application metrics through its per-node metrics agent next to its own
 (``ray_node_*``, ``ray_tasks``...), prefixed with ``ray_``; ``dashboards/grafana_search.json``
-plots both. The driver's tracking callback updates these gauges as trials start, report and
-end. Names (as Prometheus sees them)::
+plots both. The driver's gauges callback (:class:`platform.search.bookkeeping.GaugesCallback`)
+updates these gauges as trials start, report and end. Names (as Prometheus sees them)::
 
     ray_platform_search_trials{search, state}         running | finished | stopped | failed | pending
     ray_platform_search_best_metric{search, metric}   best value of the search metric so far

@@ -11,7 +11,7 @@ What a resumed search keeps:
   ``result.json`` (:class:`ResumableASHA`), so promotions after the resume see the rung
   values recorded before it;
 * the MLflow parent run is found again by its ``tune_experiment_path`` tag and reused; child
-  runs are matched by their ``trial_id`` tag (and restored with the callback's Tune state);
+  runs are matched by their ``trial_id`` tag (and restored with the tracking callback's Tune state);
   epochs re-run after a checkpoint are not logged twice. A child run of a trial that Tune
   never saved in its experiment state (the driver died between creating it and the next
   experiment checkpoint) is deleted: Tune launches a fresh trial in its place, so every trial

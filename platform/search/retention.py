@@ -1,7 +1,8 @@
 """Checkpoint retention: per trial keep the best N and the latest, delete the rest.
 
 Disk stays bounded however long a search runs: after every new checkpoint of a trial the
-tracking callback calls :func:`prune_trial`, and at the end of a search :func:`sweep` goes
+retention callback (:class:`platform.search.bookkeeping.RetentionCallback`) calls
+:func:`prune_trial`, and at the end of a search :func:`sweep` goes
 over every trial folder of the experiment (Ray Train runs of DDP trials included). "Best" is
 the search metric stored in each checkpoint's ``metrics.json`` (written by the common
 trainer); "latest" is the highest ``checkpoint_NNNNNN`` index. A checkpoint that a

@@ -7,7 +7,8 @@ storage, file by file and not atomically. A driver SIGKILLed during that copy le
 file on storage, and Tune's own restore then fails half-way ("Failed to restore the run state ...
 Restarting experiment") with its trials forgotten.
 
-So the tracking callback, called by Tune inside that one step, copies the freshly written staging
+So the state-file callback (:class:`platform.search.bookkeeping.StateFileCallback`), called by
+Tune inside that one step, copies the freshly written staging
 files (a consistent set) into ``.state.good/`` of the experiment folder, and :func:`repair` puts
 that set back before a resume if any state file on storage is damaged. Files are checked without
 being loaded: JSON is parsed, pickles are walked opcode by opcode with :mod:`pickletools` (which
