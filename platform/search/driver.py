@@ -104,8 +104,7 @@ def preflight(spec: SearchSpec):
         task_cfg["crop"] = int(max(v for v in possible_values(crop) if isinstance(v, (int, float))))
     task = tasks.create(spec["task"]["name"], task_cfg, seed=spec["train"]["seed"])
     task.train_dataset()  # raises DataError for an image smaller than the crop
-    if hasattr(task, "check_sequences"):
-        task.check_sequences()  # validation videos: readable, input and target of the same size
+    task.check_sequences()  # validation videos: readable, input and target of the same size
     return task
 
 
