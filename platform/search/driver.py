@@ -584,7 +584,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     # Where data and pretrained weights live (never credentials: those come from each node's AWS chain).
     forwarded = ("PLATFORM_DATA_DIR", "PLATFORM_PRETRAINED_DIR", "PLATFORM_PRETRAINED_STORE",
                  "PLATFORM_PRETRAINED_ENDPOINT", "PLATFORM_PRETRAINED_REGION", "PLATFORM_PRETRAINED_CACHE",
-                 "PLATFORM_PRETRAINED_HUB")
+                 "PLATFORM_PRETRAINED_HUB", "PLATFORM_TASK_MODULES")
     env_vars = {k: os.environ[k] for k in forwarded if k in os.environ}
     env_vars.setdefault("PLATFORM_DATA_DIR", str(Path(".cache/data").resolve()))
     env_vars.setdefault("PLATFORM_PRETRAINED_DIR", str(Path(".cache/pretrained").resolve()))

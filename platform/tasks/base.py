@@ -194,6 +194,19 @@ class Task:
         """Where the training images come from, for error messages."""
         return self.folder
 
+    @property
+    def train_pairs(self) -> list[Pair]:
+        """The training items (the name image tasks and the floors use)."""
+        return self.train_items
+
+    @train_pairs.setter
+    def train_pairs(self, pairs: list[Pair]) -> None:
+        self.train_items = pairs
+
+    @property
+    def val_pairs(self) -> list[Pair]:
+        return self.val_items_
+
     def val_items(self):
         """(name, input, target) of the held-out items, float inputs in [0, 1] (``val_max_side`` applied)."""
         max_side = option(self.config, "val_max_side")

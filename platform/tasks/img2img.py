@@ -76,19 +76,6 @@ class Img2ImgTask(Task):
         if self.sequences:
             self.metric_names = (*self.metric_names, "val_flicker")
 
-    @property
-    def train_pairs(self) -> list[Pair]:
-        """The training items (input and target images)."""
-        return self.train_items
-
-    @train_pairs.setter
-    def train_pairs(self, pairs: list[Pair]) -> None:
-        self.train_items = pairs
-
-    @property
-    def val_pairs(self) -> list[Pair]:
-        return self.val_items_
-
     def model_kwargs(self) -> dict:
         return {"in_channels": self.channels, "out_channels": self.channels}
 
