@@ -251,6 +251,11 @@ class Task:
         """The output kind object for a trial ``config`` (what predict, pyfunc and export ask)."""
         return output_kind_named(cls.kind, config, cls.output_range)
 
+    def floors(self) -> list:
+        """The trivial baselines a champion must beat (:mod:`platform.floors`), fitted on the
+        training items; none by default."""
+        return []
+
     # -- validation
     def score(self, out, x_np: np.ndarray, y_np: np.ndarray, device: torch.device, lpips_fn=None) -> dict | None:
         """The metrics of one validation item (raw network output ``out``), or None to leave it out."""

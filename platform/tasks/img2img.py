@@ -82,6 +82,11 @@ class Img2ImgTask(Task):
     def data_where(self):
         return self.folder / "input"
 
+    def floors(self) -> list:
+        from platform.floors import image_floors
+
+        return image_floors(self)
+
     def decode_output(self, image: np.ndarray) -> np.ndarray:
         """A prediction in [0, 1] back to the data's values (the inverse transfer function)."""
         return np.asarray(self.transfer.decode(image), dtype=np.float32)

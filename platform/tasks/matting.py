@@ -43,6 +43,11 @@ class MattingTask(Task):
     def default_loss(self) -> dict:
         return {"l1": 1.0, "laplacian": 0.5}
 
+    def floors(self) -> list:
+        from platform.floors import matting_floors
+
+        return matting_floors(self)
+
     def score(self, out, x_np, y_np, device, lpips_fn=None) -> dict:
         from platform import metrics
 

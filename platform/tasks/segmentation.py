@@ -117,6 +117,11 @@ class SegmentationTask(Task):
         return super().create_loss(inject_ignore_index(spec or self.default_loss(), self.ignore_index),
                                    allow_unavailable)
 
+    def floors(self) -> list:
+        from platform.floors import segmentation_floors
+
+        return segmentation_floors(self)
+
     def val_target(self, target: np.ndarray) -> np.ndarray:
         return target  # class indices, not intensities
 
