@@ -128,7 +128,7 @@ class Validation:
             log.warning("validation image %s is entirely ignored; it is left out of the metrics", name)
             return None
         for key, value in scores.items():
-            self.sums[key] += float(value)
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
         self.count += 1
         if self.want_grid and self.grid is None:
             self.grid = make_grid(self.task.preview(x_np, out, y_np))

@@ -13,6 +13,7 @@ from typing import Any
 
 from platform.inference import InferenceOptions, Predictor
 from platform.registry import Registry
+from platform.tasks.base import Task
 from platform.tasks.outputs import OUTPUT_KINDS, OutputKind, output_kind_named
 
 TASKS = Registry("task")
@@ -57,7 +58,12 @@ def output_range(config: Mapping[str, Any]) -> tuple[float, float]:
 
 
 def output_kind(config: Mapping[str, Any]) -> OutputKind:
-    """The output kind object of a trial config's task (what inference, pyfunc, export and predict ask)."""
+    """The output kind object of a trial config's task (what inference, pyfunc, export and predict ask):
+    the task class's own (:meth:`Task.output_kind`), else the kind its stored name maps to."""
+    name = _task_name(config)
+    cls = TASKS.get(name) if name in TASKS else None
+    if isinstance(cls, type) and issubclass(cls, Task):
+        return cls.output_kind(config)
     return output_kind_named(task_kind(config), config, output_range(config))
 
 
