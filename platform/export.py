@@ -58,15 +58,16 @@ DEFAULT_OPSET = 17
 
 
 class ExportModule(nn.Module):
-    """The network with the platform's pre- and post-processing, traceable at any size."""
+    """The network with the platform's pre- and post-processing, traceable at any size.
 
-    def __init__(self, model: nn.Module, kind: str, multiple: int, output_range: tuple[float, float] = (-1.0, 1.0),
-                 heads: list[str] | None = None):
+    ``kind`` is the task's output kind object (:mod:`platform.tasks.outputs`): it gives the head of
+    a single-output network (e.g. [0, 1] images, alphas, raw logits) and its output name."""
+
+    def __init__(self, model: nn.Module, kind, multiple: int, heads: list[str] | None = None):
         super().__init__()
         self.model = model
         self.kind = kind
         self.multiple = int(multiple)
-        self.lo, self.hi = float(output_range[0]), float(output_range[1])
         self.heads = heads
 
     def forward(self, image: torch.Tensor):
@@ -80,13 +81,7 @@ class ExportModule(nn.Module):
             return tuple(y[k][..., :h, :w] for k in self.heads)
         if isinstance(y, (list, tuple)):
             return tuple(t[..., :h, :w] for t in y)
-        y = y[..., :h, :w]
-        if self.kind == "img2img":
-            return (y.clamp(-1.0, 1.0) + 1.0) / 2.0
-        if self.kind == "matting":
-            a = y[:, -1:] if y.shape[1] > 1 else y
-            return ((a - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)
-        return y
+        return self.kind.export_head(y[..., :h, :w])
 
 
 @dataclass
@@ -140,14 +135,14 @@ def check_image(path: str | Path | None, min_side: int, channels: int) -> np.nda
 def prepare(model: nn.Module, config: dict, tlc: bool = True) -> tuple[ExportModule, int]:
     """The export module for a loaded model and the smallest frame side its graph accepts."""
     from platform.inference import apply_tlc, size_multiple
-    from platform.tasks import output_range, task_kind
+    from platform.tasks import output_kind
 
-    kind = task_kind(config)
+    kind = output_kind(config)
     model = model.eval().cpu()
     min_side = size_multiple(model)
     if tlc and apply_tlc(model, config):
         min_side = max(min_side, max(model.tlc["base_size"]))
-    module = ExportModule(model, kind, size_multiple(model), output_range(config))
+    module = ExportModule(model, kind, size_multiple(model))
     # eval(): the exporters run the module in its own mode, and a module starts in training mode
     # (BatchNorm would use batch statistics and dropout would be on in the graph and the check).
     return module.eval(), min_side
@@ -169,7 +164,7 @@ def _output_names(module: ExportModule, dummy: torch.Tensor) -> list[str]:
         return list(y)
     if isinstance(y, (list, tuple)):
         return [f"level{i + 1}" for i in range(len(y))]
-    return [{"img2img": "output", "matting": "alpha"}.get(module.kind, "logits")]
+    return [module.kind.export_name]
 
 
 @contextlib.contextmanager
@@ -303,7 +298,7 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
     if truth is not None and truth.shape[:2] != img.shape[:2]:
         raise ConfigError(f"--target is {truth.shape[1]}x{truth.shape[0]}, --image {img.shape[1]}x{img.shape[0]}.")
     m = loaded.config.get("model", {})
-    metadata = {"platform.source": loaded.source, "platform.task_kind": module.kind,
+    metadata = {"platform.source": loaded.source, "platform.task_kind": module.kind.name,
                 "platform.architecture": m.get("architecture"), "platform.size": m.get("size"),
                 "platform.input": "image: float32 N x C x H x W in [0, 1]", "platform.min_side": min_side,
                 "platform.size_multiple": module.multiple, "platform.tlc": bool(getattr(loaded.model, "tlc", None)),
@@ -336,7 +331,7 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
             q = run_onnx(final, img)
             result.int8_psnr_vs_fp32 = psnr(q[0], got[0])
             result.sizes["int8"] = final.stat().st_size
-            if truth is not None and module.kind == "img2img":
+            if truth is not None and module.kind.image_like:
                 t = truth[:, :, :got[0].shape[1]]
                 result.int8_target_psnr = (psnr(got[0][0].transpose(1, 2, 0), t), psnr(q[0][0].transpose(1, 2, 0), t))
 
@@ -361,6 +356,7 @@ def export_cube(loaded, output: Path, image: str | Path | None, report=print) ->
     import colour
 
     from platform.models.lut3d import cube_text
+    from platform.tasks import output_kind
 
     text = cube_text(loaded.model, title=f"{loaded.source}")
     transfer = (loaded.config.get("task") or {}).get("transfer", "identity")
@@ -370,7 +366,7 @@ def export_cube(loaded, output: Path, image: str | Path | None, report=print) ->
     img = check_image(image, 1, 3)
     lut = colour.read_LUT(str(output))
     got = np.clip(lut.apply(img.astype(np.float64)), 0, 1)
-    want = run_torch(ExportModule(loaded.model, "img2img", 1), img)[0][0].transpose(1, 2, 0)
+    want = run_torch(ExportModule(loaded.model, output_kind(loaded.config), 1), img)[0][0].transpose(1, 2, 0)
     diff = float(np.abs(got - want).max())
     result = ExportReport(output, "cube", diff, img.shape[:2], 1, ["lut"])
     result.sizes["cube"] = output.stat().st_size

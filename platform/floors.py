@@ -224,17 +224,12 @@ def matting_floors(task) -> list[Floor]:
 
 
 # --------------------------------------------------------------------------- scoring
-FITTERS = {"img2img": image_floors, "segmentation": segmentation_floors, "hierarchical": segmentation_floors,
-           "matting": matting_floors}
-
-
 def fit_floors(task) -> list[Floor]:
-    """The floors of ``task``'s kind, fitted on its training items (none for an unknown kind)."""
-    fitter = FITTERS.get(getattr(task, "kind", ""))
-    if fitter is None:
-        log.warning("no quality floors are defined for task kind %r", getattr(task, "kind", None))
-        return []
-    return fitter(task)
+    """The task's floors (:meth:`platform.tasks.Task.floors`), fitted on its training items."""
+    found = task.floors()
+    if not found:
+        log.warning("no quality floors are defined for task %s", type(task).__name__)
+    return found
 
 
 def score(task, module: nn.Module) -> dict[str, float]:

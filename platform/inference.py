@@ -11,10 +11,10 @@ Layers, from the network outwards:
 * :func:`tta_predict` averages the eight flips/rotations (each inverted) of a frame.
 * :func:`apply_tlc` converts a NAFNet to its test-time local converter (TLC) so that the
   channel-attention statistics at full resolution match those the network saw on crops.
-* :class:`Predictor` ties these to a trial config: input preprocessing, the output kind
-  (image-to-image, segmentation, hierarchical segmentation, matting) and output decoding. The
-  kind and output range come from the caller (:func:`platform.tasks.predictor` looks them up
-  in the task registry): this module does not import the tasks.
+* :class:`Predictor` ties these to a trial config: input preprocessing, and the task's output
+  kind object (:mod:`platform.tasks.outputs`), which encodes frames and decodes the network's
+  output. The kind comes from the caller (:func:`platform.tasks.predictor` looks it up in the
+  task registry): this module does not import the tasks.
   ``python -m platform.predict`` and the MLflow pyfunc model both go through it, so a served
   model answers exactly what ``predict`` writes.
 
@@ -48,7 +48,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_OVERLAP = 32
 MIN_TILE = 128
 MAX_AUTO_TILE = 4096
-KINDS = ("img2img", "segmentation", "hierarchical", "matting")
 
 Output = torch.Tensor | dict
 
@@ -226,9 +225,9 @@ def tiled_predict(model: torch.nn.Module, x: torch.Tensor, tile: int | None, ove
             wx = blend_profile(tw, overlap, ix > 0, ix < len(xs) - 1)
             weight = (wy[:, None] * wx[None, :]).to(x.device)[None, None]
             out = _forward(model, x[..., y0:y0 + th, x0:x0 + tw], precision)
-            if _first(out).shape[-2:] != (th, tw):
+            if first_output(out).shape[-2:] != (th, tw):
                 raise ConfigError("tiled inference needs a network whose output has its input's size, got "
-                                  f"{tuple(_first(out).shape[-2:])} for a {th}x{tw} tile.")
+                                  f"{tuple(first_output(out).shape[-2:])} for a {th}x{tw} tile.")
             if acc is None:
                 acc = _map(out, lambda t: torch.zeros(*t.shape[:-2], h, w, device=x.device))
             # _zip calls the function at once, inside this iteration: the loop variables are current.
@@ -470,60 +469,34 @@ class InferenceOptions:
         return self.tta or "none"
 
 
-class _Identity:
-    """The identity transfer (used when :mod:`platform.data.transfer` is not available)."""
-
-    name = "identity"
-
-    @staticmethod
-    def encode(x):
-        return np.clip(x, 0.0, 1.0) if isinstance(x, np.ndarray) else x.clamp(0.0, 1.0)
-
-    decode = encode
-
-
-def task_transfer(config: Mapping[str, Any]):
-    """The task's transfer function for float (linear) frames: ``task.transfer`` of the config."""
-    spec = (config.get("task") or {}).get("transfer")
-    try:
-        from platform.data.transfer import get_transfer
-    except ImportError:  # pragma: no cover - data package without transfer functions
-        return _Identity()
-    return get_transfer(spec)
-
-
 class Predictor:
     """A trained network plus its trial config, ready to run frames of any size.
 
     ``run(image)`` takes a float32 H x W x C frame as :func:`platform.data.io.read_image` gives
     it (integers scaled to [0, 1], floats such as linear EXR as stored) and returns a dict of
-    outputs, all at the input's size:
+    outputs, all at the input's size, as the task's output kind decodes them
+    (:mod:`platform.tasks.outputs`: ``{"image"}``, ``{"alpha"}``, ``{"mask", "probs"}``, or one
+    ``mask/<level>`` and ``probs/<level>`` per level).
 
-    * img2img: ``{"image": H x W x C float32}`` in the data's own values
-    * segmentation: ``{"mask": H x W int64 class indices, "probs": H x W x K float32}``
-    * hierarchical: ``{"mask/<level>": ..., "probs/<level>": ...}`` for every level (the
-      network returns a dict of logits per level, or a list/tuple: ``level1``, ``level2``...)
-    * matting: ``{"alpha": H x W float32 [0, 1]}``
-
-    Preprocessing is the task's own: an image-to-image task encodes frames with its transfer
-    function (``task.transfer``, :mod:`platform.data.transfer`; identity clips to [0, 1]) and
-    the output is decoded with the exact inverse, so a linear EXR comes back linear; the other
-    tasks feed the values as they are. Grey frames are repeated to RGB. An alpha channel the
-    network does not take (``task.alpha`` other than ``keep``) is set aside, premultiplied
+    ``kind`` is the task's output kind object; this module does not import the tasks, so callers
+    build predictors with :func:`platform.tasks.predictor`, which looks it up. The kind encodes
+    each frame for the network (an image-to-image task applies its transfer function,
+    ``task.transfer``, and decodes its outputs with the exact inverse, so a linear EXR comes back
+    linear) and decodes the network's output. Grey frames are repeated to RGB. An alpha channel
+    the network does not take (``task.alpha`` other than ``keep``) is set aside, premultiplied
     into the colour first for ``composite``, and given back with an image output.
     """
 
     def __init__(self, model: torch.nn.Module, config: Mapping[str, Any], device: str | torch.device = "cpu",
-                 options: InferenceOptions | None = None, *, kind: str | None = None,
-                 output_range: tuple[float, float] = (-1.0, 1.0)):
+                 options: InferenceOptions | None = None, *, kind=None):
+        if kind is None or isinstance(kind, str):
+            name = (config.get("task") or {}).get("name", "img2img")
+            raise ConfigError(f"the output kind of task {name!r} is needed to run its network: build the predictor "
+                              "with platform.tasks.predictor(model, config), which looks it up in the task registry.")
         self.options = options or InferenceOptions()
         self.device = torch.device(device)
         self.config = dict(config)
-        self.kind = kind or _kind_named_by(self.config)
-        if self.kind not in KINDS:
-            raise ConfigError(f"output kind {self.kind!r} is not one predict can write (supported: {', '.join(KINDS)}).")
-        self.output_range = (float(output_range[0]), float(output_range[1]))
-        self.transfer = task_transfer(self.config) if self.kind == "img2img" else None
+        self.kind = kind
         self.alpha_policy = str((self.config.get("task") or {}).get("alpha") or "error")
         self.model = model.eval().to(self.device)
         self.tlc = bool(self.options.tlc) and apply_tlc(self.model, self.config)
@@ -557,8 +530,7 @@ class Predictor:
             arr = np.concatenate([arr, np.ones_like(arr[:, :, :1])], axis=2)
         if arr.shape[2] != want:
             raise ConfigError(f"the model takes {want}-channel images, got {image.shape[-1]} channels.")
-        if self.transfer is not None:
-            arr = self.transfer.encode(arr)
+        arr = self.kind.encode(arr)
         x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))[None].to(self.device)
         x = x * 2.0 - 1.0
         if self.device.type == "cuda":
@@ -591,71 +563,11 @@ class Predictor:
     def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """The task's outputs for one frame (see the class docstring)."""
         x, alpha = self.prepare(image)
-        out = self.decode(self.forward(x), alpha)
         colour = 1 if np.ndim(image) == 2 else int(np.shape(image)[2]) - (alpha is not None)
-        if self.kind == "img2img" and colour == 1 and out["image"].shape[2] - (alpha is not None) == 3:
-            # A grey frame comes back grey (Rec. 709 luma of the RGB network's output), alpha kept.
-            img = out["image"]
-            luma = img[:, :, :3] @ REC709_LUMA
-            out["image"] = np.ascontiguousarray(np.concatenate([luma, img[:, :, 3:]], axis=2), dtype=np.float32)
-        return out
-
-    def decode(self, y: Output, alpha: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        if self.kind == "img2img":
-            t = _first(y)[0].clamp(-1.0, 1.0).add(1.0).div(2.0)
-            img = t.permute(1, 2, 0).cpu().numpy()
-            if self.transfer is not None:
-                img = np.asarray(self.transfer.decode(img), dtype=np.float32)
-            if alpha is not None:
-                img = np.concatenate([img, alpha], axis=2)
-            return {"image": np.ascontiguousarray(img, dtype=np.float32)}
-        if self.kind == "matting":
-            a = _first(y)[0]
-            a = a[-1] if a.shape[0] > 1 else a[0]
-            lo, hi = self.output_range
-            a = ((a - lo) / (hi - lo)).clamp(0, 1)
-            return {"alpha": a.cpu().numpy().astype(np.float32)}
-        if isinstance(y, Mapping):
-            heads = y
-        elif isinstance(y, (list, tuple)):
-            heads = {f"level{i + 1}": t for i, t in enumerate(y)}
-        else:
-            heads = {"mask": y}
-        out: dict[str, np.ndarray] = {}
-        for name, logits in heads.items():
-            key = "mask" if self.kind == "segmentation" and len(heads) == 1 else f"mask/{name}"
-            probs, mask = segmentation_from_logits(logits[0])
-            out[key] = mask.cpu().numpy()
-            out[key.replace("mask", "probs", 1)] = probs.permute(1, 2, 0).cpu().numpy()
-        return out
+        return self.kind.decode(self.forward(x), alpha, colour)
 
 
-def _kind_named_by(config: Mapping[str, Any]) -> str:
-    """The output kind when the caller gave none: a task named after a kind (img2img, segmentation,
-    matting, hierarchical). Any other task's kind comes from the task registry, which callers consult
-    (:func:`platform.tasks.predictor`): this module does not know the tasks."""
-    name = (config.get("task") or {}).get("name", "img2img")
-    if name not in KINDS:
-        raise ConfigError(f"the output kind of task {name!r} is needed to run its network: pass kind= (one of "
-                          f"{', '.join(KINDS)}), or build the predictor with platform.tasks.predictor(model, config).")
-    return name
-
-
-def segmentation_from_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K x H x W probabilities, H x W int64 class indices) from K x H x W logits.
-
-    One channel is a binary head (sigmoid, foreground where p > 0.5); several are mutually
-    exclusive classes (softmax, argmax).
-    """
-    logits = logits.float()
-    if logits.shape[0] == 1:
-        p = torch.sigmoid(logits)
-        return torch.cat([1 - p, p]), (p[0] > 0.5).long()
-    probs = torch.softmax(logits, dim=0)
-    return probs, logits.argmax(dim=0)
-
-
-def _first(y: Output) -> torch.Tensor:
+def first_output(y: Output) -> torch.Tensor:
     if isinstance(y, Mapping):
         return next(iter(y.values()))
     if isinstance(y, (list, tuple)):

@@ -53,7 +53,9 @@ from platform.data.video import (
     read_video,
 )
 from platform.errors import ConfigError, DataError, UserError, cli_main
-from platform.inference import KINDS, PRECISIONS, InferenceOptions, Predictor, resolve_overlap
+from platform.inference import PRECISIONS, InferenceOptions, Predictor, resolve_overlap
+from platform.tasks import OUTPUT_KINDS, OutputKind, predictor as task_predictor
+from platform.tasks.outputs import output_kind_named
 
 log = logging.getLogger(__name__)
 
@@ -195,24 +197,25 @@ def colour_preview(mask: np.ndarray, image: np.ndarray | None, n_classes: int, o
 
 
 class Writer:
-    """Where each frame's outputs go for one task kind and one source kind."""
+    """Where each frame's outputs go for one output kind and one source kind.
 
-    def __init__(self, kind: str, source: Source, output: Path, levels: list[str] | None = None):
+    The output kind (:mod:`platform.tasks.outputs`) decides which files a frame gives
+    (:meth:`~platform.tasks.outputs.OutputKind.write`, :meth:`~platform.tasks.outputs.OutputKind.planned`);
+    the writer names and writes them: :meth:`write_image`, :meth:`write_matte`, :meth:`write_masks`.
+    """
+
+    def __init__(self, kind: OutputKind | str, source: Source, output: Path, levels: list[str] | None = None):
+        kind = output_kind_named(kind) if isinstance(kind, str) else kind  # a stored kind name
         self.kind, self.source, self.output = kind, source, output
         self.levels = list(levels or [])
         self.video_writers: dict[str, VideoWriter] = {}
-        if source.kind == "video" and kind == "img2img" and output.suffix and not is_video_file(output):
-            raise ConfigError(f"--output {output}: a video input needs a video output ({', '.join(VIDEO_SUFFIXES)}) "
-                              "or a folder (no suffix) for its frames.")
         if source.kind == "image" and not output.suffix:
             raise ConfigError(f"--output {output} needs a file suffix (e.g. .png) for an image input.")
         if source.kind == "image" and not is_image_path(output):
             raise ConfigError(f"--output {output} is not an image file name ({', '.join(IMAGE_SUFFIXES)}).")
         if source.kind == "folder" and output.suffix and is_image_path(output):
             raise ConfigError(f"--output {output} must be a folder for a folder input.")
-        if source.kind == "image" and kind in ("segmentation", "hierarchical") and \
-                output.suffix.lower() not in (".png", ".tif", ".tiff"):
-            raise ConfigError(f"--output {output}: class-index masks need a lossless format; use .png or .tif.")
+        kind.check_output(source, output)
 
     # -- names
     @property
@@ -221,24 +224,17 @@ class Writer:
 
     def planned(self) -> list[Path]:
         """The paths this run creates at the top level (checked for --overwrite)."""
-        if self.source.kind != "image":
-            paths = [self.output]
-            if self.video_out and self.kind in ("segmentation", "hierarchical"):
-                paths.append(self._masks_dir())
-            if self.video_out and self.kind == "hierarchical":
-                paths = [self.output.with_name(f"{self.output.stem}.{lv}{self.output.suffix}") for lv in self.levels]
-                paths.append(self._masks_dir())
-            return paths
-        stem = self.output.with_suffix("")
-        if self.kind == "img2img":
-            return [self.output]
-        if self.kind == "matting":
-            return [self.output, Path(f"{stem}.rgba.png")]
-        if self.kind == "hierarchical":
-            return [Path(f"{stem}.{lv}{ext}") for lv in self.levels for ext in (".png", ".preview.png")]
-        return [self.output, Path(f"{stem}.preview.png")]
+        return self.kind.planned(self)
 
-    def _masks_dir(self) -> Path:
+    def side_file(self, suffix: str) -> Path:
+        """A file beside an image output: ``--output`` without its suffix, plus ``suffix``."""
+        return Path(f"{self.output.with_suffix('')}{suffix}")
+
+    def level_file(self, level: str) -> Path:
+        """The output of one level of a hierarchical model (``NAME.LEVEL.SUFFIX``)."""
+        return self.output.with_name(f"{self.output.stem}.{level}{self.output.suffix}")
+
+    def masks_dir(self) -> Path:
         return self.output.with_name(self.output.stem + "_masks")
 
     def _frame_base(self, frame: Frame) -> tuple[Path, str]:
@@ -246,21 +242,16 @@ class Writer:
         if self.source.kind == "image":
             return self.output.parent, self.output.stem
         if self.video_out:
-            return self._masks_dir(), Path(frame.name).stem
+            return self.masks_dir(), Path(frame.name).stem
         return self.output, Path(frame.name).stem
 
     # -- writing
     def write(self, frame: Frame, outputs: dict[str, np.ndarray]) -> None:
-        if self.kind == "img2img":
-            self._write_image(frame, outputs["image"])
-        elif self.kind == "matting":
-            self._write_matte(frame, outputs["alpha"])
-        else:
-            self._write_masks(frame, outputs)
+        self.kind.write(self, frame, outputs)
 
-    def _write_image(self, frame: Frame, img: np.ndarray) -> None:
+    def write_image(self, frame: Frame, img: np.ndarray) -> None:
         if self.video_out:
-            self._video("", frame).write(float_to_frame(img, self.source.video.bit_depth))
+            self._video("", self.source.video.bit_depth).write(float_to_frame(img, self.source.video.bit_depth))
             return
         if self.source.kind == "image":
             path = self.output
@@ -270,9 +261,9 @@ class Writer:
             path = self.output / frame.name
         write_image(path, img, output_dtype(frame.dtype, path.suffix))
 
-    def _write_matte(self, frame: Frame, alpha: np.ndarray) -> None:
+    def write_matte(self, frame: Frame, alpha: np.ndarray) -> None:
         if self.video_out:
-            self._video("", frame).write(float_to_frame(alpha, self.source.video.bit_depth))
+            self._video("", self.source.video.bit_depth).write(float_to_frame(alpha, self.source.video.bit_depth))
             return
         folder, stem = self._frame_base(frame)
         path = self.output if self.source.kind == "image" else folder / (
@@ -282,7 +273,7 @@ class Writer:
         write_image(folder / f"{stem}.rgba.png", np.concatenate([rgb, alpha[:, :, None]], axis=2),
                     "uint16" if frame.dtype != "uint8" else "uint8")
 
-    def _write_masks(self, frame: Frame, outputs: dict[str, np.ndarray]) -> None:
+    def write_masks(self, frame: Frame, outputs: dict[str, np.ndarray]) -> None:
         folder, stem = self._frame_base(frame)
         for key, mask in outputs.items():
             if not key.startswith("mask"):
@@ -294,17 +285,17 @@ class Writer:
             write_index_mask(folder / f"{base}.png", mask, n_classes)
             preview = colour_preview(mask, frame.image, n_classes)
             if self.video_out:
-                self._video(level, frame).write(float_to_frame(preview, 8))
+                self._video(level, 8).write(float_to_frame(preview, 8))
             else:
                 write_image(folder / f"{base}.preview.png", preview, "uint8")
 
-    def _video(self, level: str, frame: Frame) -> VideoWriter:
+    def _video(self, level: str, bit_depth: int) -> VideoWriter:
+        """The video writer of one output (``level`` "" for the main one) at ``bit_depth`` bits."""
         if level not in self.video_writers:
-            path = self.output if not level else self.output.with_name(
-                f"{self.output.stem}.{level}{self.output.suffix}")
+            path = self.level_file(level) if level else self.output
             info = self.source.video
-            if self.kind == "segmentation" or level:
-                info = VideoInfo(info.width, info.height, info.fps, info.frames, 8, info.codec, info.pix_fmt)
+            if bit_depth != info.bit_depth:
+                info = VideoInfo(info.width, info.height, info.fps, info.frames, bit_depth, info.codec, info.pix_fmt)
             self.video_writers[level] = VideoWriter(path, info).__enter__()
         return self.video_writers[level]
 
@@ -380,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
     p.add_argument("--no-tlc", dest="tlc", action="store_false", help="keep NAFNet's global channel statistics")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    p.add_argument("--task", choices=("auto",) + KINDS, default="auto",
+    p.add_argument("--task", choices=("auto", *OUTPUT_KINDS.available()), default="auto",
                    help="the kind of output expected; an error if the model's task differs")
     p.add_argument("--reference", type=Path, default=None,
                    help="ground-truth frames (video or folder) for the temporal flicker of a sequence")
@@ -433,12 +424,10 @@ def predict(model: str, input: str | Path, output: str | Path, *, options: Infer
 
     with deterministic(dev):
         loaded = load_any(model, dev)
-        from platform.tasks import predictor as task_predictor
-
         predictor = task_predictor(loaded.model, loaded.config, dev, options)
-        if task != "auto" and task != predictor.kind:
+        if task != "auto" and task != predictor.kind.name:
             raise ConfigError(
-                f"model {loaded.source} was trained for the {predictor.kind!r} task "
+                f"model {loaded.source} was trained for the {predictor.kind.name!r} task "
                 f"({loaded.config.get('task', {}).get('name')}), but --task {task} was asked for; it cannot write "
                 f"{task} outputs. Use a {task} model, or drop --task.")
         if options.precision == "fp16" and dev.type != "cuda":
@@ -448,7 +437,7 @@ def predict(model: str, input: str | Path, output: str | Path, *, options: Infer
 
         m = loaded.config.get("model", {})
         overlap = resolve_overlap(predictor.model, options.tile, options.overlap)
-        report(f"model     {loaded.source} ({m.get('architecture')} {m.get('size') or ''}, task {predictor.kind}"
+        report(f"model     {loaded.source} ({m.get('architecture')} {m.get('size') or ''}, task {predictor.kind.name}"
                f"{'; TLC ' + str(predictor.model.tlc['base_size'][0]) + ' px' if predictor.tlc else ''})")
         report(f"input     {source.describe()}")
         report(f"settings  {dev.type} {options.precision}, tile {options.tile or 'auto'}, overlap {overlap}, "
@@ -466,7 +455,7 @@ def predict(model: str, input: str | Path, output: str | Path, *, options: Infer
 
 def head_names(predictor: Predictor) -> list[str]:
     """The levels of a hierarchical network (from one forward pass on a small frame), else []."""
-    if predictor.kind != "hierarchical":
+    if not predictor.kind.has_levels:
         return []
     from platform.inference import size_multiple
 
@@ -479,8 +468,8 @@ def _run(predictor: Predictor, source: Source, ref: Source | None, writer: Write
     from tqdm import tqdm
 
     kind = predictor.kind
-    vs_input = FlickerMeter() if source.count > 1 and kind == "img2img" else None
-    vs_ref = FlickerMeter() if ref is not None and kind in ("img2img", "matting") else None
+    vs_input = FlickerMeter() if source.count > 1 and kind.image_like else None
+    vs_ref = FlickerMeter() if ref is not None and kind.flicker_vs_reference else None
     ref_frames = ref.frames() if ref is not None else None
     start = time.perf_counter()
     n = 0

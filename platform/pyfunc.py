@@ -6,7 +6,7 @@ frame through :class:`platform.inference.Predictor`, the same code as
 ``python -m platform.predict``: native resolution, tiles when a frame does not fit in
 memory, NAFNet's TLC, optional TTA. Input: images N x H x W x C, float32 in [0, 1] (MLflow
 enforces the signature's float32; the unwrapped model also takes uint8/uint16). Output by
-task kind:
+task output kind (:meth:`platform.tasks.outputs.OutputKind.stack`):
 
 * img2img: N x H x W x C float32 images in [0, 1];
 * segmentation: N x H x W int64 class-index masks;
@@ -176,25 +176,9 @@ def as_frames(model_input: Any) -> list[np.ndarray]:
     return out
 
 
-def stack_outputs(outputs: list[dict[str, np.ndarray]], kind: str):
-    """Per-frame :meth:`Predictor.run` results as the pyfunc's batch output for ``kind``."""
-    if kind == "img2img":
-        return _stack([o["image"] for o in outputs], np.float32)
-    if kind == "matting":
-        return _stack([o["alpha"] for o in outputs], np.float32)
-    if kind == "segmentation":
-        return _stack([o["mask"] for o in outputs], np.int64)
-    levels = [k.split("/", 1)[1] for k in outputs[0] if k.startswith("mask/")]
-    return {level: _stack([o[f"mask/{level}"] for o in outputs], np.int64) for level in levels}
-
-
-def _stack(items: list[np.ndarray], dtype) -> np.ndarray:
-    if len({a.shape for a in items}) == 1:
-        return np.stack(items).astype(dtype, copy=False)
-    ragged = np.empty(len(items), dtype=object)
-    for i, a in enumerate(items):
-        ragged[i] = a.astype(dtype, copy=False)
-    return ragged
+def stack_outputs(outputs: list[dict[str, np.ndarray]], kind):
+    """Per-frame :meth:`Predictor.run` results as the pyfunc's batch output (the output kind stacks them)."""
+    return kind.stack(outputs)
 
 
 def _signature(model: torch.nn.Module, config: dict, sample: np.ndarray):

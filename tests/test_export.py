@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from platform.export import export, main, psnr
-from platform.inference import InferenceOptions, Predictor
+from platform.inference import InferenceOptions
+from platform.tasks import predictor as task_predictor
 from test_inference_helpers import astronaut, save_checkpoint, tiny_config, tiny_model
 
 
@@ -23,7 +24,7 @@ def ckpt(tmp_path_factory):
 
 
 def _predict(config: dict, img: np.ndarray, tlc: bool = True) -> np.ndarray:
-    return Predictor(tiny_model(config), config, "cpu", InferenceOptions(tlc=tlc)).run(img)["image"]
+    return task_predictor(tiny_model(config), config, "cpu", InferenceOptions(tlc=tlc)).run(img)["image"]
 
 
 def _session(path) -> ort.InferenceSession:
@@ -141,7 +142,7 @@ def test_batchnorm_network_is_exported_and_checked_in_eval_mode(tmp_path, monkey
     assert report.max_abs_diff < 1e-4
     img = astronaut((160, 192))
     got = _session(tmp_path / "unet.onnx").run(None, {"image": _nchw(img)})[0][0].transpose(1, 2, 0)
-    want = Predictor(model.eval(), config, "cpu", InferenceOptions()).run(img)["image"]
+    want = task_predictor(model.eval(), config, "cpu", InferenceOptions()).run(img)["image"]
     assert float(np.abs(got - want).max()) < 1e-4
 
 

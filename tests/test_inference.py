@@ -122,13 +122,13 @@ def test_auto_tile_follows_free_memory(monkeypatch):
 def test_predictor_keeps_one_tiling_per_frame_size(monkeypatch):
     """A sequence is cut the same way on every frame, whatever happens to free memory."""
     model = LocalConvNet().eval()
-    predictor = Predictor(model, {"task": {"name": "img2img"}}, options=InferenceOptions(overlap=16))
+    predictor = task_predictor(model, {"task": {"name": "img2img"}}, options=InferenceOptions(overlap=16))
     img = astronaut((150, 200))
     first = predictor.run(img)["image"]
     assert predictor.tile_for(predictor.prepare(img)[0]) == 200  # whole frame
     monkeypatch.setattr(inference, "free_memory_bytes", lambda device: 1)
     assert np.array_equal(predictor.run(img)["image"], first)
-    fresh = Predictor(model, {"task": {"name": "img2img"}}, options=InferenceOptions(overlap=16))
+    fresh = task_predictor(model, {"task": {"name": "img2img"}}, options=InferenceOptions(overlap=16))
     assert fresh.tile_for(fresh.prepare(img)[0]) == inference.MIN_TILE  # a new run would tile
 
 
@@ -251,22 +251,27 @@ def test_predictor_hierarchical_heads_give_one_mask_per_level(seg_tasks):
 
 
 def test_predictor_takes_the_output_kind_from_its_caller(seg_tasks):
-    """Inference knows no tasks: a task not named after a kind needs its kind (and output range)
-    from the caller; platform.tasks.predictor looks them up in the task registry."""
+    """Inference knows no tasks: it needs the output kind object (bound to the task's output range)
+    from the caller; platform.tasks.predictor looks it up in the task registry."""
     from platform.errors import ConfigError
-    from platform.tasks import output_range, task_kind
+    from platform.tasks import output_kind, output_range, task_kind
+    from platform.tasks.outputs import MattingOutput
 
     net = LocalConvNet(out_channels=1).eval()
     with pytest.raises(ConfigError, match="platform.tasks.predictor"):
         Predictor(net, {"task": {"name": "t_matte"}})
+    with pytest.raises(ConfigError, match="platform.tasks.predictor"):
+        Predictor(net, {"task": {"name": "segmentation"}}, kind="segmentation")  # a name is not a kind object
     img = astronaut((32, 40))
-    explicit = Predictor(net, {"task": {"name": "t_matte"}}, kind="matting", output_range=(0.0, 1.0)).run(img)
+    explicit = Predictor(net, {"task": {"name": "t_matte"}}, kind=MattingOutput(output_range=(0.0, 1.0))).run(img)
     assert np.array_equal(explicit["alpha"], task_predictor(net, {"task": {"name": "t_matte"}}).run(img)["alpha"])
     assert task_kind({"task": {"name": "t_hier"}}) == "hierarchical"
     assert output_range({"task": {"name": "t_matte"}}) == (0.0, 1.0)
     assert output_range({"task": {"name": "t_seg"}}) == (-1.0, 1.0)
     assert task_kind({"task": {"name": "hierarchical_segmentation"}}) == "hierarchical"
-    assert Predictor(net, {"task": {"name": "segmentation"}}).kind == "segmentation"  # named after its kind
+    assert output_kind({"task": {"name": "segmentation"}}).name == "segmentation"
+    assert output_kind({"task": {"name": "t_matte"}}).output_range == (0.0, 1.0)
+    assert output_kind({}).name == "img2img"  # the oldest checkpoints name no task
 
 
 def test_predictor_matting_and_image_outputs(seg_tasks):
@@ -274,15 +279,15 @@ def test_predictor_matting_and_image_outputs(seg_tasks):
     alpha = task_predictor(LocalConvNet(out_channels=1).eval(), {"task": {"name": "t_matte"}}).run(img)["alpha"]
     assert alpha.shape == (32, 40) and alpha.min() >= 0 and alpha.max() <= 1
     rgba = np.concatenate([img, np.full((32, 40, 1), 0.25, np.float32)], axis=2)
-    out = Predictor(Identity(), {"task": {"name": "img2img"}}).run(rgba)["image"]
+    out = task_predictor(Identity(), {"task": {"name": "img2img"}}).run(rgba)["image"]
     assert np.allclose(out, rgba, atol=1e-6)  # alpha set aside and given back
-    grey = Predictor(Identity(), {"task": {"name": "img2img"}}).run(img[:, :, :1])["image"]
+    grey = task_predictor(Identity(), {"task": {"name": "img2img"}}).run(img[:, :, :1])["image"]
     assert grey.shape == (32, 40, 1) and np.allclose(grey[:, :, 0], img[:, :, 0], atol=1e-6)  # grey stays grey
 
 
 def test_predictor_rejects_unknown_precision_and_wrong_channels():
     with pytest.raises(inference.ConfigError, match="precision 'fp8'"):
         InferenceOptions(precision="fp8")
-    p = Predictor(Identity(), {"task": {"name": "img2img"}, "_model_kwargs": {"in_channels": 3}})
+    p = task_predictor(Identity(), {"task": {"name": "img2img"}, "_model_kwargs": {"in_channels": 3}})
     with pytest.raises(inference.ConfigError, match="takes 3-channel images, got 5"):
         p.run(np.zeros((8, 8, 5), np.float32))

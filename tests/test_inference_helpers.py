@@ -151,10 +151,11 @@ def test_unknown_model_names_the_uri_and_what_is_registered(mlflow_store, tmp_pa
 
 
 def test_grey_frames_come_back_grey():
-    from platform.inference import InferenceOptions, Predictor
+    from platform.inference import InferenceOptions
+    from platform.tasks import predictor as task_predictor
 
     config = tiny_config()
-    predictor = Predictor(tiny_model(config), config, "cpu", InferenceOptions())
+    predictor = task_predictor(tiny_model(config), config, "cpu", InferenceOptions())
     rgb = astronaut((64, 80))
     grey = rgb @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
     out = predictor.run(grey[:, :, None])["image"]

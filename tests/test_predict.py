@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from platform.data.formats import read_array, write_array
-from platform.inference import InferenceOptions, Predictor
+from platform.inference import InferenceOptions
 from platform.predict import main
 from platform.tasks import predictor as task_predictor
 from test_inference_helpers import astronaut, save_checkpoint, tiny_config, tiny_model
@@ -33,7 +33,7 @@ def ckpt(tmp_path_factory):
 def reference(img: np.ndarray, config: dict | None = None, **options) -> np.ndarray:
     """What predict must write, computed directly with the Predictor."""
     config = config or tiny_config(crop=64)
-    return Predictor(tiny_model(config), config, "cpu", InferenceOptions(**options)).run(img)["image"]
+    return task_predictor(tiny_model(config), config, "cpu", InferenceOptions(**options)).run(img)["image"]
 
 
 def run(*args) -> int:

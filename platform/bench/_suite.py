@@ -196,12 +196,13 @@ def _tiled_settings(ctx: Ctx) -> dict:
 
 def _predictor(ctx: Ctx, s: dict, precision: str, tile: int):
     from platform.bench.predict import build
-    from platform.inference import InferenceOptions, Predictor
+    from platform.inference import InferenceOptions
+    from platform.tasks import predictor
 
     torch.manual_seed(0)
     model, config = build("nafnet", "small", s["options"], s["crop"])
     # tile 0 = the whole frame (a tile as large as the frame).
-    return Predictor(model, config, ctx.device, InferenceOptions(precision=precision, tile=tile or max(
+    return predictor(model, config, ctx.device, InferenceOptions(precision=precision, tile=tile or max(
         s["width"], s["height"]), tlc=True))
 
 

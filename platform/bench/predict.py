@@ -90,9 +90,10 @@ def build(architecture: str, size: str, options: dict, crop: int | None) -> tupl
 def bench_setting(model: torch.nn.Module, config: dict, device: torch.device, precision: str, width: int,
                   height: int, frames: int, tile: int | None, tta: bool, tlc: bool) -> tuple[float, str, float | None]:
     """(seconds per frame, tile used, peak GPU GiB) for one setting."""
-    from platform.inference import InferenceOptions, Predictor
+    from platform.inference import InferenceOptions
+    from platform.tasks import predictor as task_predictor
 
-    predictor = Predictor(model, config, device, InferenceOptions(precision=precision, tile=tile, tta=tta, tlc=tlc))
+    predictor = task_predictor(model, config, device, InferenceOptions(precision=precision, tile=tile, tta=tta, tlc=tlc))
     frame = photo_frame(width, height)
     predictor.run(photo_frame(256, 256))  # warm-up: kernels, allocator, TLC kernel sizes
     x, _ = predictor.prepare(frame)

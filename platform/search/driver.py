@@ -107,8 +107,7 @@ def preflight(spec: SearchSpec):
         task_cfg["crop"] = int(max(v for v in possible_values(crop) if isinstance(v, (int, float))))
     task = tasks.create(spec["task"]["name"], task_cfg, seed=spec["train"]["seed"])
     task.train_dataset()  # raises DataError for an image smaller than the crop
-    if hasattr(task, "check_sequences"):
-        task.check_sequences()  # validation videos: readable, input and target of the same size
+    task.check_sequences()  # validation videos: readable, input and target of the same size
     return task
 
 
@@ -491,7 +490,7 @@ def continue_parent_run(run: ParentRun, parent_id: str, metric: str) -> None:
 # Where data and pretrained weights live (never credentials: those come from each node's AWS chain).
 FORWARDED_ENV = ("PLATFORM_DATA_DIR", "PLATFORM_PRETRAINED_DIR", "PLATFORM_PRETRAINED_STORE",
                  "PLATFORM_PRETRAINED_ENDPOINT", "PLATFORM_PRETRAINED_REGION", "PLATFORM_PRETRAINED_CACHE",
-                 "PLATFORM_PRETRAINED_HUB")
+                 "PLATFORM_PRETRAINED_HUB", "PLATFORM_TASK_MODULES")
 
 
 def start_ray(spec: SearchSpec, run: ParentRun, opts: SearchOptions) -> None:

@@ -64,7 +64,7 @@ def log_floors(client, run_id: str, scores: dict, spec, task) -> None:
     best = floors_lib.best_floor(scores, metric, mode)
     if best:
         client.set_tag(run_id, "floor.best", best[0])
-    if getattr(task, "kind", None) == "img2img":
+    if task.output_kind_class().image_like:
         try:
             for name, image in floor_previews(task).items():
                 client.log_image(run_id, image, f"floors/{name}.png")

@@ -1,4 +1,5 @@
-"""Pieces shared by the tasks: validation results, whole-frame prediction, splits.
+"""The :class:`Task` base class (the one place to extend), and pieces shared by the tasks:
+validation results, whole-frame prediction, splits.
 
 Preview grids (``make_grid``, ``downscale``) live in the data layer, :mod:`platform.data.grids`.
 """
@@ -14,8 +15,11 @@ import numpy as np
 import torch
 
 from platform.data.augment import apply_dihedral, concrete, offline_ops
-from platform.data.paired import Pair
+from platform.data.grids import downscale, make_grid
+from platform.data.io import to_float
+from platform.data.paired import Pair, to_model_range
 from platform.data.splits import split_from_config
+from platform.tasks.outputs import OutputKind, output_kind_named
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +104,187 @@ def require_rgb_display_images(config: dict, task: str) -> None:
     if config.get("alpha") == "keep":
         raise ConfigError(f"task.alpha is keep, but {task} networks take 3-channel images; use drop or composite "
                           "(or error, the default, to be told about every image with an alpha channel).")
+
+
+class Validation:
+    """One validation pass in progress: metric sums, the number of items scored, the preview grid."""
+
+    def __init__(self, task: Task, model: torch.nn.Module, device: torch.device, precision: str,
+                 want_grid: bool, lpips_fn=None):
+        self.task, self.model, self.device, self.precision = task, model, device, precision
+        self.want_grid, self.lpips_fn = want_grid, lpips_fn
+        self.sums = dict.fromkeys(task.metric_names, 0.0)
+        if lpips_fn is not None:
+            self.sums["val_lpips"] = 0.0
+        self.count, self.grid = 0, None
+
+    def item(self, name: str, x_np: np.ndarray, y_np: np.ndarray):
+        """Run the network on one whole frame and add its scores; the raw output, or None when the
+        task left the item out (e.g. a mask whose every pixel is ignored)."""
+        x = to_model_range(x_np)[None].to(self.device)
+        out = predict_full(self.model, x, self.precision, self.task.config, clamp=self.task.output_kind_class().clamp)
+        scores = self.task.score(out, x_np, y_np, self.device, lpips_fn=self.lpips_fn)
+        if scores is None:
+            log.warning("validation image %s is entirely ignored; it is left out of the metrics", name)
+            return None
+        for key, value in scores.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.count += 1
+        if self.want_grid and self.grid is None:
+            self.grid = make_grid(self.task.preview(x_np, out, y_np))
+        return out
+
+    def result(self) -> ValResult:
+        return ValResult(self.sums, self.count, self.grid)
+
+
+class Task:
+    """A task: its data set, default loss, validation metrics and output kind.
+
+    Subclasses register with :func:`platform.tasks.register_task` and provide:
+
+    * ``kind`` (the output kind's name, :mod:`platform.tasks.outputs`), ``primary_metric``,
+      ``mode`` and ``metric_names``; ``output_range`` when the network's output is not [-1, 1];
+    * ``load()`` (read the data: set ``train_items`` and ``val_items_``), ``model_kwargs()``,
+      ``default_loss()`` and ``score(out, x_np, y_np, device, lpips_fn)`` (one validation
+      item's metrics, or None to leave the item out); optionally ``preview`` (the panels of the
+      logged validation grid), ``train_dataset`` (default: random crops of the training items,
+      augmented as ``augment_target`` says), ``create_loss`` and ``check_sequences``.
+
+    :meth:`validate` is written once here: every worker scores its share of the held-out items
+    at native resolution and returns sums and a count for the trainer to reduce.
+    """
+
+    kind = "img2img"
+    primary_metric = "val_psnr"
+    mode = "max"
+    metric_names: tuple[str, ...] = ()
+    output_range = (-1.0, 1.0)
+    augment_target = "image"  # how augmentation treats targets: image, mask or alpha
+    photometric_on = "input"  # colour jitter on the input only, or on both ("both")
+
+    def __init__(self, config: dict, seed: int = 0):
+        self.config = config
+        self.seed = seed
+        self.folder = None  # the data folder, when the task reads one
+        self.train_items: list[Pair] = []
+        self.val_items_: list[Pair] = []
+        self.load()
+
+    # -- data
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def train_dataset(self):
+        from platform.data.augment import PairedAugment
+        from platform.data.paired import CropDataset
+
+        aug = PairedAugment(self.config.get("augment"), target_kind=self.augment_target,
+                            default_photometric_on=self.photometric_on)
+        items = with_offline_copies(self.train_items, aug.config["offline_copies"])
+        return CropDataset(items, crop=int(option(self.config, "crop")), length=int(option(self.config, "crops_per_epoch")),
+                           seed=self.seed, augment=aug, target_kind=self.augment_target,
+                           target_transform=self.target_transform(), where=self.data_where())
+
+    def target_transform(self):
+        """A function applied to each training target crop (e.g. masks to one mask per level), or None."""
+        return
+
+    def data_where(self):
+        """Where the training images come from, for error messages."""
+        return self.folder
+
+    @property
+    def train_pairs(self) -> list[Pair]:
+        """The training items (the name image tasks and the floors use)."""
+        return self.train_items
+
+    @train_pairs.setter
+    def train_pairs(self, pairs: list[Pair]) -> None:
+        self.train_items = pairs
+
+    @property
+    def val_pairs(self) -> list[Pair]:
+        return self.val_items_
+
+    def val_items(self):
+        """(name, input, target) of the held-out items, float inputs in [0, 1] (``val_max_side`` applied)."""
+        max_side = option(self.config, "val_max_side")
+        for p in self.val_items_:
+            x, y = to_float(p.input), self.val_target(p.target)
+            if max_side:
+                x, y = downscale(x, max_side), downscale(y, max_side)
+            yield p.name, x, y
+
+    def val_target(self, target: np.ndarray) -> np.ndarray:
+        return to_float(target)
+
+    def example_input(self) -> np.ndarray:
+        """A small real input (1 x 64 x 64 x C float32 in [0, 1]) for model signatures."""
+        return to_float(self.val_items_[0].input[:64, :64])[None].astype(np.float32)
+
+    def check_sequences(self) -> None:
+        """Fail early (in the driver, before any trial) on unreadable validation sequences; none by default."""
+
+    # -- model and loss
+    def model_kwargs(self) -> dict:
+        raise NotImplementedError
+
+    def default_loss(self) -> dict:
+        return {"l1": 1.0}
+
+    def create_loss(self, spec: dict | None = None, allow_unavailable: bool = True):
+        """The training criterion: ``spec`` (the search space's ``loss``) or the task's default."""
+        from platform import losses
+
+        return losses.create(spec or self.default_loss(), allow_unavailable=allow_unavailable)
+
+    # -- output kind
+    @classmethod
+    def output_kind_class(cls) -> type[OutputKind]:
+        from platform.tasks.outputs import OUTPUT_KINDS
+
+        return OUTPUT_KINDS.get(cls.kind)
+
+    @classmethod
+    def output_kind(cls, config: dict | None = None) -> OutputKind:
+        """The output kind object for a trial ``config`` (what predict, pyfunc and export ask)."""
+        return output_kind_named(cls.kind, config, cls.output_range)
+
+    def floors(self) -> list:
+        """The trivial baselines a champion must beat (:mod:`platform.floors`), fitted on the
+        training items; none by default."""
+        return []
+
+    # -- validation
+    def score(self, out, x_np: np.ndarray, y_np: np.ndarray, device: torch.device, lpips_fn=None) -> dict | None:
+        """The metrics of one validation item (raw network output ``out``), or None to leave it out."""
+        raise NotImplementedError
+
+    def preview(self, x_np: np.ndarray, out, y_np: np.ndarray) -> list[np.ndarray]:
+        """The panels (input | output | target) of the logged validation grid."""
+        from platform.data.paired import from_model_range
+
+        return [x_np, from_model_range(out[0]), y_np]
+
+    def validate_extra(self, run: Validation) -> None:
+        """Validation beyond the held-out items, on rank 0 (e.g. video sequences); nothing by default."""
+
+    @torch.no_grad()
+    def validate(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
+                 rank: int = 0, world_size: int = 1, want_grid: bool = False, lpips_fn=None) -> ValResult:
+        """Whole-frame validation of this worker's share (round robin) of the held-out items.
+
+        Returns metric *sums* and a count so that the caller can reduce across workers."""
+        was_training = model.training
+        model.eval()
+        run = Validation(self, model, device, precision, want_grid, lpips_fn)
+        try:
+            for i, (name, x_np, y_np) in enumerate(self.val_items()):
+                if i % world_size == rank:
+                    run.item(name, x_np, y_np)
+            if rank == 0:
+                self.validate_extra(run)
+        finally:
+            model.train(was_training)
+        return run.result()

@@ -6,22 +6,14 @@ import logging
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 
-from platform.data.augment import PairedAugment
 from platform.data.grids import downscale, make_grid
 from platform.data.io import apply_alpha, to_float
-from platform.data.paired import CropDataset, Pair, from_model_range, load_pairs, to_model_range
+from platform.data.paired import Pair, load_pairs, to_model_range
 from platform.data.samples import resolve_data
 from platform.data.transfer import get_transfer
 from platform.errors import DataError
-from platform.tasks.base import (
-    ValResult,
-    option,
-    predict_full,
-    split_items,
-    with_offline_copies,
-)
+from platform.tasks.base import Task, Validation, ValResult, option, split_items
 from platform.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
@@ -56,7 +48,7 @@ def encode_items(items: list[Pair], transfer, where: str) -> list[Pair]:
 
 
 @register_task("img2img", kind="img2img", metric="val_psnr", mode="max")
-class Img2ImgTask:
+class Img2ImgTask(Task):
     """Paired input/target folders; random crops for training, whole frames for validation.
 
     Images are held in memory as stored (8/16-bit integers, or float32 after the transfer
@@ -72,47 +64,32 @@ class Img2ImgTask:
     metric_names = ("val_psnr", "val_ssim")
     photometric_on = "both"  # colour jitter on input and target alike (the mapping stays consistent)
 
-    def __init__(self, config: dict, seed: int = 0):
-        self.config = config
-        self.seed = seed
-        self.folder = resolve_data(config["data"])
-        self.alpha = option(config, "alpha", "error")
-        self.transfer = get_transfer(config.get("transfer"))
+    def load(self) -> None:
+        self.folder = resolve_data(self.config["data"])
+        self.alpha = option(self.config, "alpha", "error")
+        self.transfer = get_transfer(self.config.get("transfer"))
         pairs = load_pairs(self.folder, compact=True, alpha=self.alpha)
         pairs = encode_items(pairs, self.transfer, str(self.folder))
-        self.train_pairs, self.val_pairs = split_items(pairs, config)
-        self.channels = int(self.val_pairs[0].input.shape[2])
-        self.sequences = _sequence_specs(config.get("val_sequence"), self.folder)
+        self.train_items, self.val_items_ = split_items(pairs, self.config)
+        self.channels = int(self.val_items_[0].input.shape[2])
+        self.sequences = _sequence_specs(self.config.get("val_sequence"), self.folder)
         if self.sequences:
             self.metric_names = (*self.metric_names, "val_flicker")
 
     def model_kwargs(self) -> dict:
         return {"in_channels": self.channels, "out_channels": self.channels}
 
-    def default_loss(self) -> dict:
-        return {"l1": 1.0}
+    def data_where(self):
+        return self.folder / "input"
 
-    def train_dataset(self) -> CropDataset:
-        aug = PairedAugment(self.config.get("augment"), target_kind="image", default_photometric_on=self.photometric_on)
-        pairs = with_offline_copies(self.train_pairs, aug.config["offline_copies"])
-        return CropDataset(pairs, crop=int(option(self.config, "crop")), length=int(option(self.config, "crops_per_epoch")),
-                           seed=self.seed, augment=aug, target_kind="image", where=self.folder / "input")
+    def floors(self) -> list:
+        from platform.floors import image_floors
 
-    def example_input(self) -> np.ndarray:
-        """A small real input (1 x 64 x 64 x C float32 in [0, 1]) for model signatures."""
-        return to_float(self.val_pairs[0].input[:64, :64])[None].astype(np.float32)
+        return image_floors(self)
 
     def decode_output(self, image: np.ndarray) -> np.ndarray:
         """A prediction in [0, 1] back to the data's values (the inverse transfer function)."""
         return np.asarray(self.transfer.decode(image), dtype=np.float32)
-
-    def val_items(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        max_side = option(self.config, "val_max_side")
-        for p in self.val_pairs:
-            x, y = to_float(p.input), to_float(p.target)
-            if max_side:
-                x, y = downscale(x, max_side), downscale(y, max_side)
-            yield p.name, x, y
 
     def check_sequences(self) -> None:
         """Read the first frame pair of every validation sequence (the driver calls this before any
@@ -144,63 +121,40 @@ class Img2ImgTask:
             raise DataError(f"validation sequence {spec['input']} gave {n} frame(s); a sequence needs at least 2 "
                             "(and as many target frames).")
 
-    @torch.no_grad()
-    def validate(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
-                 rank: int = 0, world_size: int = 1, want_grid: bool = False, lpips_fn=None) -> ValResult:
-        """Whole-frame validation of this worker's share of the held-out pairs (and sequences).
-
-        Returns metric *sums* and a count so that the caller can reduce across workers.
-        Still frames are dealt round-robin to the workers; sequences run on rank 0 (flicker
-        needs consecutive frames). ``val_flicker`` is the mean over sequences of
-        :func:`platform.metrics.temporal_flicker`, stored as ``flicker * global count`` so that
-        the trainer's ``sum / count`` gives it back.
-        """
+    def score(self, out, x_np, y_np, device, lpips_fn=None) -> dict:
+        """PSNR and SSIM in the model range [-1, 1] (and LPIPS when the trainer passes its network)."""
         from platform import metrics
 
-        was_training = model.training
-        model.eval()
-        sums = {name: 0.0 for name in self.metric_names}
+        y = to_model_range(y_np)[None].to(device)
+        scores = {"val_psnr": float(metrics.psnr(out, y, data_range=2.0)),
+                  "val_ssim": float(metrics.ssim(out, y, data_range=2.0))}
         if lpips_fn is not None:
-            sums["val_lpips"] = 0.0
-        count, grid = 0, None
+            scores["val_lpips"] = float(lpips_fn(out, y).mean())
+        return scores
 
-        def score(x_np: np.ndarray, y_np: np.ndarray) -> torch.Tensor:
-            nonlocal count, grid
-            x = to_model_range(x_np)[None].to(device)
-            y = to_model_range(y_np)[None].to(device)
-            out = predict_full(model, x, precision, self.config, clamp=True)
-            sums["val_psnr"] += float(metrics.psnr(out, y, data_range=2.0))
-            sums["val_ssim"] += float(metrics.ssim(out, y, data_range=2.0))
-            if lpips_fn is not None:
-                sums["val_lpips"] += float(lpips_fn(out, y).mean())
-            count += 1
-            if want_grid and grid is None:
-                grid = make_grid([x_np, from_model_range(out[0]), y_np])
-            return out
-
-        for i, (_, x_np, y_np) in enumerate(self.val_items()):
-            if i % world_size == rank:
-                score(x_np, y_np)
-        if self.sequences and rank == 0:
-            flickers, seq_frames = [], 0
-            for spec in self.sequences:
-                prev = None
-                change_out = change_tgt = 0.0
-                pairs = 0
-                for x_np, y_np in self.sequence_frames(spec):
-                    out = score(x_np, y_np)
-                    y = to_model_range(y_np)[None].to(device)
-                    if prev is not None:  # streaming temporal_flicker: mean |o[t+1]-o[t]| - mean |g[t+1]-g[t]|
-                        change_out += float((out - prev[0]).abs().mean())
-                        change_tgt += float((y - prev[1]).abs().mean())
-                        pairs += 1
-                    prev = (out, y)
-                    seq_frames += 1
-                flickers.append((change_out - change_tgt) / max(1, pairs))
-            total = len(self.val_pairs) + seq_frames
-            sums["val_flicker"] = float(np.mean(flickers)) * total
-        model.train(was_training)
-        return ValResult(sums, count, grid)
+    def validate_extra(self, run: Validation) -> None:
+        """The validation sequences (rank 0: flicker needs consecutive frames). ``val_flicker`` is
+        the mean over sequences of :func:`platform.metrics.temporal_flicker`, stored as
+        ``flicker * global count`` so that the trainer's ``sum / count`` gives it back."""
+        if not self.sequences:
+            return
+        flickers, seq_frames = [], 0
+        for spec in self.sequences:
+            prev = None
+            change_out = change_tgt = 0.0
+            pairs = 0
+            for i, (x_np, y_np) in enumerate(self.sequence_frames(spec)):
+                out = run.item(f"{spec['input']} frame {i}", x_np, y_np)
+                y = to_model_range(y_np)[None].to(run.device)
+                if prev is not None:  # streaming temporal_flicker: mean |o[t+1]-o[t]| - mean |g[t+1]-g[t]|
+                    change_out += float((out - prev[0]).abs().mean())
+                    change_tgt += float((y - prev[1]).abs().mean())
+                    pairs += 1
+                prev = (out, y)
+                seq_frames += 1
+            flickers.append((change_out - change_tgt) / max(1, pairs))
+        total = len(self.val_items_) + seq_frames
+        run.sums["val_flicker"] = float(np.mean(flickers)) * total
 
 
 def _sequence_specs(value, folder) -> list[dict]:

@@ -2,8 +2,8 @@
 
 Task modules register their class with :func:`register_task`; :mod:`platform.tasks` imports the
 built-in ones. :mod:`platform.inference` runs networks and knows nothing of tasks: its callers
-ask here for a trial's output kind and output range (:func:`task_kind`, :func:`task_attr`) and
-hand them to it, or build their :class:`~platform.inference.Predictor` with :func:`predictor`.
+ask here for a trial's output kind object (:func:`output_kind`) and hand it over, or build their
+:class:`~platform.inference.Predictor` with :func:`predictor`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from platform.errors import ConfigError
-from platform.inference import KINDS, InferenceOptions, Predictor
+from platform.inference import InferenceOptions, Predictor
 from platform.registry import Registry
+from platform.tasks.base import Task
+from platform.tasks.outputs import OUTPUT_KINDS, OutputKind, output_kind_named
 
 TASKS = Registry("task")
 
@@ -32,27 +33,21 @@ def available() -> list[str]:
 
 
 def task_kind(config: Mapping[str, Any]) -> str:
-    """The output kind of a trial config's task: img2img, segmentation, hierarchical, matting.
+    """The name of the output kind of a trial config's task: img2img, segmentation, hierarchical, matting...
 
     The registered task's ``kind``; a task name the registry does not know is its own kind when it
     is one, else img2img (the oldest checkpoints name no task).
     """
-    task = (config.get("task") or {}) if isinstance(config, Mapping) else {}
-    name = task.get("name", "img2img")
+    name = _task_name(config)
     kind = None
     if name in TASKS:
         kind = TASKS.meta(name).get("kind") or getattr(TASKS.get(name), "kind", None)
-    if kind is None:
-        kind = name if name in KINDS else "img2img"
-    if kind not in KINDS:
-        raise ConfigError(f"task {name!r} has output kind {kind!r}, which predict cannot write "
-                          f"(supported: {', '.join(KINDS)}).")
-    return kind
+    return kind or (name if name in OUTPUT_KINDS else "img2img")
 
 
 def task_attr(config: Mapping[str, Any], name: str, default: Any = None) -> Any:
     """An attribute of the trial's registered task class (e.g. ``output_range``), or ``default``."""
-    task_name = (config.get("task") or {}).get("name", "img2img")
+    task_name = _task_name(config)
     return getattr(TASKS.get(task_name), name, default) if task_name in TASKS else default
 
 
@@ -62,6 +57,21 @@ def output_range(config: Mapping[str, Any]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def output_kind(config: Mapping[str, Any]) -> OutputKind:
+    """The output kind object of a trial config's task (what inference, pyfunc, export and predict ask):
+    the task class's own (:meth:`Task.output_kind`), else the kind its stored name maps to."""
+    name = _task_name(config)
+    cls = TASKS.get(name) if name in TASKS else None
+    if isinstance(cls, type) and issubclass(cls, Task):
+        return cls.output_kind(config)
+    return output_kind_named(task_kind(config), config, output_range(config))
+
+
 def predictor(model, config: Mapping[str, Any], device="cpu", options: InferenceOptions | None = None) -> Predictor:
-    """A :class:`~platform.inference.Predictor` for a trial's network, told its task's output kind and range."""
-    return Predictor(model, config, device, options, kind=task_kind(config), output_range=output_range(config))
+    """A :class:`~platform.inference.Predictor` for a trial's network, told its task's output kind."""
+    return Predictor(model, config, device, options, kind=output_kind(config))
+
+
+def _task_name(config: Mapping[str, Any]) -> str:
+    task = (config.get("task") or {}) if isinstance(config, Mapping) else {}
+    return task.get("name", "img2img")

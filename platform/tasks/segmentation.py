@@ -25,21 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from platform.data.augment import PairedAugment
-from platform.data.grids import downscale, make_grid
-from platform.data.io import to_float
-from platform.data.paired import CropDataset, to_model_range
 from platform.data.samples import resolve_data
 from platform.data.segmentation import hierarchical_targets, load_segmentation
 from platform.errors import ConfigError
-from platform.tasks.base import (
-    ValResult,
-    option,
-    predict_full,
-    require_rgb_display_images,
-    split_items,
-    with_offline_copies,
-)
+from platform.tasks.base import Task, option, require_rgb_display_images, split_items
 from platform.tasks.registry import register_task
 
 log = logging.getLogger(__name__)
@@ -91,22 +80,21 @@ def inject_ignore_index(spec: dict, ignore_index: int | None) -> dict:
 
 
 @register_task("segmentation", kind="segmentation", metric="val_miou", mode="max")
-class SegmentationTask:
+class SegmentationTask(Task):
     """Images + index masks; binary (one sigmoid channel) or multiclass (softmax)."""
 
     kind = "segmentation"
     primary_metric = "val_miou"
     mode = "max"
     hierarchical = False
+    augment_target = "mask"
 
-    def __init__(self, config: dict, seed: int = 0):
-        require_rgb_display_images(config, "segmentation")
-        self.config = config
-        self.seed = seed
-        self.folder = resolve_data(config["data"])
+    def load(self) -> None:
+        require_rgb_display_images(self.config, "segmentation")
+        self.folder = resolve_data(self.config["data"])
         self.classes, items = load_segmentation(self.folder, hierarchical=self.hierarchical,
-                                                alpha=option(config, "alpha", "error"))
-        self.train_items, self.val_items_ = split_items(items, config)
+                                                alpha=option(self.config, "alpha", "error"))
+        self.train_items, self.val_items_ = split_items(items, self.config)
         self.binary = self.classes.num_classes == 2 and not self.hierarchical
         base = ("val_miou", "val_mdice", "val_pixel_accuracy")
         self.metric_names = base + (("val_iou", "val_dice", "val_precision", "val_recall") if self.binary else ())
@@ -126,64 +114,25 @@ class SegmentationTask:
     def create_loss(self, spec: dict | None = None, allow_unavailable: bool = True):
         """The training criterion: ``spec`` (the search space's ``loss``) or the default, with the
         data's ignore index added to every segmentation component that does not set one."""
-        from platform import losses
+        return super().create_loss(inject_ignore_index(spec or self.default_loss(), self.ignore_index),
+                                   allow_unavailable)
 
-        spec = spec or self.default_loss()
-        return losses.create(inject_ignore_index(spec, self.ignore_index), allow_unavailable=allow_unavailable)
+    def floors(self) -> list:
+        from platform.floors import segmentation_floors
 
-    def _augment(self) -> PairedAugment:
-        return PairedAugment(self.config.get("augment"), target_kind="mask", default_photometric_on="input")
+        return segmentation_floors(self)
 
-    def train_dataset(self) -> CropDataset:
-        aug = self._augment()
-        items = with_offline_copies(self.train_items, aug.config["offline_copies"])
-        transform = hierarchical_targets(self.classes) if self.hierarchical else None
-        return CropDataset(items, crop=int(option(self.config, "crop")), length=int(option(self.config, "crops_per_epoch")),
-                           seed=self.seed, augment=aug, target_kind="mask", target_transform=transform,
-                           where=self.folder)
+    def val_target(self, target: np.ndarray) -> np.ndarray:
+        return target  # class indices, not intensities
 
-    def example_input(self) -> np.ndarray:
-        return to_float(self.val_items_[0].input[:64, :64])[None].astype(np.float32)
+    def score(self, out, x_np, y_np, device, lpips_fn=None) -> dict | None:
+        y = torch.from_numpy(y_np.astype(np.int64))[None].to(device)
+        s = confusion_scores(labels_from_logits(out), y, self.classes.num_classes, self.ignore_index, self.binary)
+        return None if s is None else {f"val_{k}": v for k, v in s.items()}
 
-    def val_items(self):
-        max_side = option(self.config, "val_max_side")
-        for p in self.val_items_:
-            x, y = to_float(p.input), p.target
-            if max_side:
-                x, y = downscale(x, max_side), downscale(y, max_side)
-            yield p.name, x, y
-
-    def _score(self, out, y_t: torch.Tensor, sums: dict[str, float]) -> tuple[bool, np.ndarray]:
-        pred = labels_from_logits(out)
-        s = confusion_scores(pred, y_t, self.classes.num_classes, self.ignore_index, self.binary)
-        if s is None:
-            return False, pred[0].cpu().numpy()
-        for k, v in s.items():
-            sums[f"val_{k}"] += v
-        return True, pred[0].cpu().numpy()
-
-    @torch.no_grad()
-    def validate(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
-                 rank: int = 0, world_size: int = 1, want_grid: bool = False, lpips_fn=None) -> ValResult:
-        was_training = model.training
-        model.eval()
-        sums = {name: 0.0 for name in self.metric_names}
-        count, grid = 0, None
-        for i, (name, x_np, y_np) in enumerate(self.val_items()):
-            if i % world_size != rank:
-                continue
-            x = to_model_range(x_np)[None].to(device)
-            y = torch.from_numpy(y_np.astype(np.int64))[None].to(device)
-            out = predict_full(model, x, precision, self.config, clamp=False)
-            ok, pred = self._score(out, y, sums)
-            if not ok:
-                log.warning("validation image %s is entirely ignored; it is left out of the metrics", name)
-                continue
-            count += 1
-            if want_grid and grid is None:
-                grid = make_grid([x_np, self.classes.colourise(pred), self.classes.colourise(y_np.astype(np.int64))])
-        model.train(was_training)
-        return ValResult(sums, count, grid)
+    def preview(self, x_np, out, y_np):
+        pred = labels_from_logits(out)[0].cpu().numpy()
+        return [x_np, self.classes.colourise(pred), self.classes.colourise(y_np.astype(np.int64))]
 
 
 @register_task("hierarchical_segmentation", kind="hierarchical", metric="val_miou_fine", mode="max")
@@ -199,12 +148,15 @@ class HierarchicalSegmentationTask(SegmentationTask):
     primary_metric = "val_miou_fine"
     hierarchical = True
 
-    def __init__(self, config: dict, seed: int = 0):
-        super().__init__(config, seed)
+    def load(self) -> None:
+        super().load()
         self.metric_names = tuple(f"val_{m}_{lv}" for lv in LEVELS for m in ("miou", "pixel_accuracy"))
         self.level_classes = {"binary": len(self.classes.levels["binary"].names),
                               "coarse": len(self.classes.levels["coarse"].names),
                               "fine": self.classes.num_classes}
+
+    def target_transform(self):
+        return hierarchical_targets(self.classes)
 
     def head_channels(self) -> dict[str, int]:
         """Output channels per head (softmax over each level's classes; the binary head is (B, 2, H, W) too,
@@ -237,44 +189,27 @@ class HierarchicalSegmentationTask(SegmentationTask):
         spec = inject_ignore_index(spec or self.default_loss(), self.ignore_index)
         return losses.create_hierarchical(self.level_weights(), base=spec, allow_unavailable=allow_unavailable)
 
-    @torch.no_grad()
-    def validate(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
-                 rank: int = 0, world_size: int = 1, want_grid: bool = False, lpips_fn=None) -> ValResult:
-        was_training = model.training
-        model.eval()
-        sums = {name: 0.0 for name in self.metric_names}
-        count, grid = 0, None
-        to_levels = hierarchical_targets(self.classes)
-        for i, (name, x_np, y_np) in enumerate(self.val_items()):
-            if i % world_size != rank:
-                continue
-            x = to_model_range(x_np)[None].to(device)
-            out = predict_full(model, x, precision, self.config, clamp=False)
-            if not isinstance(out, dict) or not set(LEVELS) <= set(out):
-                got = sorted(out) if isinstance(out, dict) else type(out).__name__
-                raise ConfigError(f"task hierarchical_segmentation needs a network with heads {', '.join(LEVELS)}; "
-                                  f"{type(getattr(model, 'module', model)).__name__} returned {got}.")
-            targets = to_levels(y_np)
-            preds = {}
-            skipped = False
-            for lv in LEVELS:
-                pred = labels_from_logits(out[lv])
-                s = confusion_scores(pred, targets[lv][None].to(device), self.level_classes[lv], self.ignore_index,
-                                     binary=False)
-                if s is None:
-                    skipped = True
-                    break
-                sums[f"val_miou_{lv}"] += s["miou"]
-                sums[f"val_pixel_accuracy_{lv}"] += s["pixel_accuracy"]
-                preds[lv] = pred[0].cpu().numpy()
-            if skipped:
-                log.warning("validation image %s is entirely ignored; it is left out of the metrics", name)
-                continue
-            count += 1
-            if want_grid and grid is None:
-                grid = make_grid([x_np, self.classes.colourise(preds["fine"]),
-                                  self.classes.colourise(y_np.astype(np.int64))])
-        model.train(was_training)
-        if any(math.isnan(v) for v in sums.values()):
-            log.warning("a validation metric is NaN: %s", sums)
-        return ValResult(sums, count, grid)
+    def _check_heads(self, out) -> None:
+        if not isinstance(out, dict) or not set(LEVELS) <= set(out):
+            got = sorted(out) if isinstance(out, dict) else type(out).__name__
+            raise ConfigError(f"task hierarchical_segmentation needs a network with heads {', '.join(LEVELS)}; "
+                              f"the network returned {got}.")
+
+    def score(self, out, x_np, y_np, device, lpips_fn=None) -> dict | None:
+        """mIoU and pixel accuracy per level; None (item left out) when a level has every pixel ignored."""
+        self._check_heads(out)
+        targets = hierarchical_targets(self.classes)(y_np)
+        scores = {}
+        for lv in LEVELS:
+            s = confusion_scores(labels_from_logits(out[lv]), targets[lv][None].to(device), self.level_classes[lv],
+                                 self.ignore_index, binary=False)
+            if s is None:
+                return None
+            scores[f"val_miou_{lv}"], scores[f"val_pixel_accuracy_{lv}"] = s["miou"], s["pixel_accuracy"]
+        if any(math.isnan(v) for v in scores.values()):
+            log.warning("a validation metric is NaN: %s", scores)
+        return scores
+
+    def preview(self, x_np, out, y_np):
+        pred = labels_from_logits(out["fine"])[0].cpu().numpy()
+        return [x_np, self.classes.colourise(pred), self.classes.colourise(y_np.astype(np.int64))]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from platform import losses as losses_lib, models as models_lib, tasks as tasks_lib
+from platform import models as models_lib, tasks as tasks_lib
 from platform.data.device_crops import DeviceCrops, make_device_crops
 from platform.safeio import load_state, save_atomic, to_json_text
 from platform.train.pace import Pace, Schedule
@@ -90,9 +90,7 @@ def build_model(config: dict, model_kwargs: dict | None = None) -> torch.nn.Modu
 def create_criterion(task, spec: dict | None):
     """The trial's loss: the task builds it when it has to (segmentation adds the data's ignore
     index, the hierarchical task weighs one loss per level); otherwise the plain hybrid loss."""
-    if hasattr(task, "create_loss"):
-        return task.create_loss(spec, allow_unavailable=True)
-    return losses_lib.create(spec or task.default_loss(), allow_unavailable=True)
+    return task.create_loss(spec, allow_unavailable=True)
 
 
 def _save_checkpoint(folder: Path, model, optimizer, scheduler, epoch: int, config: dict, metrics: dict,
@@ -246,7 +244,7 @@ def init_from_data(model: torch.nn.Module, task, seed: int) -> None:
     """Models with a closed-form start (``init_from_pairs``: the lut3d family's least-squares LUT)
     get it from the training pairs' colours; the same draw on every worker (``seed``)."""
     init = getattr(model, "init_from_pairs", None)
-    pairs = getattr(task, "train_pairs", None)
+    pairs = task.train_items if task.output_kind_class().image_like else None  # colour in, colour out
     if init is None or not pairs:
         return
     from platform.floors import training_colours
