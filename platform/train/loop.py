@@ -82,7 +82,12 @@ def build_model(config: dict, model_kwargs: dict | None = None) -> torch.nn.Modu
     kwargs.update(m.get("options") or {})
     if m.get("size") is not None:
         kwargs["size"] = m["size"]
-    return models_lib.create(m["architecture"], **kwargs)
+    model = models_lib.create(m["architecture"], **kwargs)
+    if config.get("_pruned"):  # a structurally pruned network: its recorded layer widths
+        from platform.compress.prune import apply_pruned
+
+        model = apply_pruned(model, config)
+    return model
 
 
 def create_criterion(task, spec: dict | None):
