@@ -337,6 +337,14 @@ SCHEMA: dict[str, Any] = {
         "init": Field((str,), default="champion", allowed=("scratch", "champion"),
                       doc="champion (start from the weights) or scratch; {choice: [scratch, champion]} searches it"),
     },
+    # Deployable students (platform.compress): structured pruning of the warm-started champion.
+    "compress": {
+        "prune": {
+            "sparsity": Field(NUM, default=0.0, check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+                              doc="fraction of each prunable layer's channels removed (torch-pruning) from the "
+                                  "warm-started weights before training; 0: no pruning"),
+        },
+    },
     "show": Field((str, type(None)), default=None, searchable=False, check=_safe_name,
                   doc="the show this shot belongs to: python -m platform.report --show NAME lists its shots"),
     "quick": Field((dict,), default={}, searchable=False,

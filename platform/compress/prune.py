@@ -20,6 +20,7 @@ import copy
 import itertools
 import logging
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -121,3 +122,30 @@ def zero_fraction(model: nn.Module) -> float:
     total = sum(p.numel() for p in model.parameters())
     zeros = sum(int((p == 0).sum()) for p in model.parameters())
     return zeros / max(1, total)
+
+
+def output_channels(config: dict) -> set[int]:
+    """The channel counts of a network's outputs, from the task's model keywords (kept whole)."""
+    kwargs = config.get("_model_kwargs") or {}
+    keys = ("out_channels", "classes", "coarse_classes", "binary_classes", "num_classes")
+    return {int(v) for k, v in kwargs.items() if k in keys and isinstance(v, int)} or {3}
+
+
+def prune_for_trial(model: nn.Module, config: dict, build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict]:
+    """The trainer's step for ``compress.prune.sparsity`` > 0: the (warm-started) network pruned,
+    and the config that records its widths for checkpoints. Pruning is deterministic (weight
+    norms), so a resumed trial prunes the same weights to the same shape before its checkpoint loads.
+    ``build`` is the trainer's ``build_model`` (the unpruned architecture is the reference)."""
+    sparsity = check_sparsity(((config.get("compress") or {}).get("prune") or {}).get("sparsity", 0.0),
+                              "compress.prune.sparsity")
+    if sparsity == 0.0:
+        return model, config
+    if not ((config.get("warm_start") or {}).get("init") == "champion" and (config.get("_run") or {}).get("warm_weights")):
+        log.warning("compress.prune.sparsity %.2f without a champion's weights (warm_start.init: champion): "
+                    "the pruned network starts from its own initialisation", sparsity)
+    kwargs = config.get("_model_kwargs") or {}
+    pruned = prune_structured(model, sparsity, output_channels(config), int(kwargs.get("in_channels", 3)))
+    fresh = build({**config, "_pruned": None})
+    before, after = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in pruned.parameters())
+    log.info("pruned %.0f%% of the channels: %.2fM -> %.2fM parameters", 100 * sparsity, before / 1e6, after / 1e6)
+    return pruned, pruned_config(config, pruned, fresh, sparsity)
