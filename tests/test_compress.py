@@ -172,7 +172,7 @@ def test_static_int8_against_fp32_on_real_photos(fp32_onnx, tmp_path):
         img = img.astype(np.float32) / 255.0
         a, b = run_onnx(fp32, img)[0], run_onnx(q, img)[0]
         assert a.shape == b.shape
-        assert 30.0 < psnr(a, b) < 80.0  # quantised (not bit-identical), within a grade-invisible bound
+        assert 35.0 < psnr(a, b) < 80.0  # quantised (not bit-identical); measured 39-41 dB on this tiny network
         # and it is the network: far closer to fp32 than the input is to the output
         assert psnr(a, b) > psnr(a, img.transpose(2, 0, 1)[None]) + 5
 
