@@ -244,3 +244,28 @@ def test_pareto_plot_and_report_section():
     assert plot(pts)[:8] == b"\x89PNG\r\n\x1a\n"
     page = section(copy.deepcopy(pts), "val_psnr", "max", _table, _img)
     assert "pruned 0.5" in page and "<img" in page and "2.5" in page  # speed-up 1000 / 400
+
+
+# --------------------------------------------------------------------------- command line
+def test_compress_command_line(tmp_path, capsys):
+    from platform.compress.__main__ import main
+    from platform.pyfunc import load_any
+
+    config = _config("unet", "small", {"base_filters": 8})
+    config["task"].update(crop=32, crops_per_epoch=4, batch_size=2, val_max_side=64)
+    model = _randomised(build_model(config))
+    save_checkpoint(tmp_path / "ckpt", model, config)
+    out = tmp_path / "pruned.pt"
+    assert main(["prune", "--model", str(tmp_path / "ckpt"), "--sparsity", "0.5", "--epochs", "0",
+                 "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "before" in text and "after" in text and "val_psnr" in text
+    assert count_params(load_any(str(out)).model) == count_params(prune_structured(model, 0.5, {3}))
+
+    assert main(["unstructured", "--model", str(tmp_path / "ckpt"), "--sparsity", "0.5", "--resolution", "96x64"]) == 0
+    text = capsys.readouterr().out
+    assert "of the weights are zero" in text and "dense" in text and "zeroed" in text
+
+    assert main(["prune", "--model", str(tmp_path / "ckpt"), "--sparsity", "1.2", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--sparsity" in err and "[0, 1)" in err and "Traceback" not in err

@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--unstructured", type=float, default=0.5, help="magnitude-pruning fraction timed (0: skip)")
     p.add_argument("--resolution", default="1080p", help="frame size timed (1080p, 4k or WIDTHxHEIGHT)")
+    p.add_argument("--frames", type=int, default=2, help="timed frames per model (mean; after a warm-up)")
     p.add_argument("--out", type=Path, default=None, help="write the points as JSON (compress/pareto.json format)")
     return p
 
@@ -101,23 +102,23 @@ def calibration_crops(data: Path) -> list[np.ndarray]:
     return calibration_frames(data / "input")
 
 
-def measure_torch(name: str, model, config, test, size: tuple[int, int], role: str = "student") -> dict:
+def measure_torch(name: str, model, config, test, size: tuple[int, int], frames: int, role: str = "student") -> dict:
     from platform import floors
     from platform.compress.cost import count_macs, count_params, torch_ms_per_frame
 
     log.info("measuring %s", name)
     return {"name": name, "role": role, "quality": floors.score(test, model)["val_psnr"],
-            "ms_per_frame": torch_ms_per_frame(model, config, *size), "params": count_params(model),
+            "ms_per_frame": torch_ms_per_frame(model, config, *size, frames=frames), "params": count_params(model),
             "nonzero": count_params(model, nonzero=True), "macs": count_macs(model, *size)}
 
 
-def measure_onnx(name: str, path: Path, test, size: tuple[int, int], params: int, macs: float) -> dict:
+def measure_onnx(name: str, path: Path, test, size: tuple[int, int], frames: int, params: int, macs: float) -> dict:
     from platform import floors
     from platform.compress.cost import onnx_ms_per_frame
 
     log.info("measuring %s", name)
     return {"name": name, "role": "student", "quality": floors.score(test, OnnxModule(path))["val_psnr"],
-            "ms_per_frame": onnx_ms_per_frame(path, *size), "params": params, "nonzero": params, "macs": macs,
+            "ms_per_frame": onnx_ms_per_frame(path, *size, frames=frames), "params": params, "nonzero": params, "macs": macs,
             "mb": path.stat().st_size / 1e6}
 
 
@@ -138,17 +139,18 @@ def run(args, tmp: Path) -> list[dict]:
     log.info("training %s/%s for %d epochs", args.architecture, args.size, args.epochs)
     train_loop(config, session)
     model, config = build_from_weights(session.checkpoints[-1] / CHECKPOINT_FILE)
-    rows = [measure_torch("fp32", model, config, test, (w, h), role="teacher")]
+    size, n = (w, h), args.frames
+    rows = [measure_torch("fp32", model, config, test, size, n, role="teacher")]
     sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
     for s in [0.0, *sparsities]:  # 0.0: the same fine-tuning without pruning, the fair reference
         out = prune_and_finetune(model, config, s, args.finetune_epochs, tmp / f"prune-{s}")
         label = f"pruned {s:.2f} +{args.finetune_epochs}ep" if s else f"fp32 +{args.finetune_epochs}ep"
-        rows.append(measure_torch(label, out.model, out.config, test, (w, h)))
+        rows.append(measure_torch(label, out.model, out.config, test, size, n))
     for name, path in export_variants(model, config, tmp, calibration_crops(search_dir)).items():
-        rows.append(measure_onnx(name, path, test, (w, h), rows[0]["params"], rows[0]["macs"]))
+        rows.append(measure_onnx(name, path, test, size, n, rows[0]["params"], rows[0]["macs"]))
     if args.unstructured > 0:
         rows.append(measure_torch(f"unstructured {args.unstructured:.2f}", prune_unstructured(model, args.unstructured),
-                                  config, test, (w, h)))
+                                  config, test, size, n))
     return rows
 
 
@@ -158,7 +160,8 @@ def format_rows(rows: list[dict], resolution: str) -> str:
     points = [Point(r["name"], r["quality"], r["ms_per_frame"], r["params"], r["macs"], r["role"]) for r in rows]
     headers, body = table(points, "test PSNR (dB)")
     headers = [x.replace("1080p", resolution) for x in headers] + ["non-zero params (M)"]
-    body = [b + [r["nonzero"] / 1e6] for b, r in zip(body, rows)]
+    # PSNR to 0.01 dB (the table helper keeps 3 significant digits); the change signed
+    body = [[b[0], b[1], f"{b[2]:.2f}", f"{b[3]:+.2f}", *b[4:], r["nonzero"] / 1e6] for b, r in zip(body, rows)]
     return md_table(headers, body)
 
 
