@@ -5,7 +5,7 @@ bundled ``vfx_grade`` sample without its two test frames (those of ``bench quali
 
 * ``fp32``: the trained network in PyTorch;
 * ``pruned S``: structurally pruned at each ``--sparsities`` value and fine-tuned ``--finetune-epochs``
-  epochs (``platform.compress.finetune``); ``fp32 +E`` is the unpruned network given the same
+  epochs at ``--finetune-lr`` (``platform.compress.finetune``); ``fp32 +E`` is the unpruned network given the same
   extra epochs, so the pruned rows are compared with as much training;
 * ``onnx fp32``, ``onnx int8-static`` (QDQ, calibrated on the training frames' crops) and
   ``onnx int8-dynamic`` (``platform.export.quantize_int8``) of the trained network;
@@ -46,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--sparsities", default="0.25,0.5,0.75")
     p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--finetune-lr", type=float, default=None, help="fine-tuning learning rate (default: --lr / 10)")
     p.add_argument("--unstructured", type=float, default=0.5, help="magnitude-pruning fraction timed (0: skip)")
     p.add_argument("--resolution", default="1080p", help="frame size timed (1080p, 4k or WIDTHxHEIGHT)")
     p.add_argument("--frames", type=int, default=2, help="timed frames per model (mean; after a warm-up)")
@@ -142,8 +143,10 @@ def run(args, tmp: Path) -> list[dict]:
     size, n = (w, h), args.frames
     rows = [measure_torch("fp32", model, config, test, size, n, role="teacher")]
     sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
+    # Fine-tuning continues from trained weights: a tenth of the training rate, no warm-up.
+    tuning = {"optimizer": {"lr": args.finetune_lr or args.lr / 10}, "schedule": {"warmup_epochs": 0}}
     for s in [0.0, *sparsities]:  # 0.0: the same fine-tuning without pruning, the fair reference
-        out = prune_and_finetune(model, config, s, args.finetune_epochs, tmp / f"prune-{s}")
+        out = prune_and_finetune(model, config, s, args.finetune_epochs, tmp / f"prune-{s}", tuning)
         label = f"pruned {s:.2f} +{args.finetune_epochs}ep" if s else f"fp32 +{args.finetune_epochs}ep"
         rows.append(measure_torch(label, out.model, out.config, test, size, n))
     for name, path in export_variants(model, config, tmp, calibration_crops(search_dir)).items():
