@@ -363,6 +363,14 @@ SCHEMA: dict[str, Any] = {
         "cache": Field((str, type(None)), default=None, searchable=False,
                        doc="folder of the teacher-output cache (default: .cache/distill)"),
     },
+    # Deployable students (platform.compress): structured pruning of the warm-started champion.
+    "compress": {
+        "prune": {
+            "sparsity": Field(NUM, default=0.0, check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+                              doc="fraction of each prunable layer's channels removed (torch-pruning) from the "
+                                  "warm-started weights before training; 0: no pruning"),
+        },
+    },
     "show": Field((str, type(None)), default=None, searchable=False, check=_safe_name,
                   doc="the show this shot belongs to: python -m platform.report --show NAME lists its shots"),
     "quick": Field((dict,), default={}, searchable=False,

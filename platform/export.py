@@ -26,7 +26,9 @@ After the export the file is run (ONNX Runtime / ``torch.jit.load``) on a real i
 compared with the PyTorch network: the maximum absolute difference is printed. ``--quantize
 int8`` applies ONNX Runtime's dynamic int8 quantisation (weights int8, activations quantised
 on the fly; for CPU inference) and prints its PSNR cost: against the fp32 export, and, with
-``--target``, the drop in PSNR against that ground truth.
+``--target``, the drop in PSNR against that ground truth. ``--quantize int8-static
+--calibration DIR`` quantises activations too, with ranges calibrated on the frames in DIR
+(frames of the shot; :mod:`platform.compress.quantize`, docs/compression.md).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript", "cube")
 DEFAULT_OPSET = 17
+QUANTIZE = (None, "int8", "int8-static")
 
 
 class ExportModule(nn.Module):
@@ -262,9 +265,15 @@ def quantize_int8(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _quantize_static(src: Path, dest: Path, calibration, channels: int) -> Path:
+    from platform.compress.quantize import calibration_frames, quantize_static_int8
+
+    return quantize_static_int8(src, dest, calibration_frames(calibration, channels=channels))
+
+
 def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: str | None = None, image: str | Path | None = None,
            target: str | Path | None = None, tlc: bool = True, opset: int = DEFAULT_OPSET,
-           overwrite: bool = False, report=print) -> ExportReport:
+           overwrite: bool = False, report=print, calibration: str | Path | None = None) -> ExportReport:
     """Everything ``python -m platform.export`` does."""
     from platform.pyfunc import load_any
 
@@ -272,8 +281,13 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
         raise ConfigError(f"--format {fmt!r} is not supported; use {', '.join(FORMATS)}.")
     if fmt == "cube" and quantize:
         raise ConfigError("--quantize applies to ONNX exports; a .cube file is a table of colours.")
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"--quantize {quantize!r} is not supported; use int8.")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize {quantize!r} is not supported; use int8 or int8-static.")
+    if (quantize == "int8-static") != (calibration is not None):
+        raise ConfigError("--quantize int8-static needs --calibration DIR (a folder of frames of the shot), and "
+                          "--calibration is only used by int8-static.")
+    if calibration is not None and not Path(calibration).is_dir():
+        raise ConfigError(f"--calibration {calibration} is not a folder; give a folder of frames of the shot.")
     if quantize and fmt != "onnx":
         raise ConfigError("--quantize int8 is ONNX Runtime's dynamic quantisation: use it with --format onnx.")
     output = Path(output) if output else default_output(model, fmt, quantize)
@@ -327,7 +341,8 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
         result.sizes["fp32"] = fp32.stat().st_size
         final = fp32
         if quantize:
-            final = quantize_int8(fp32, Path(tmp) / "model.int8.onnx")
+            final = quantize_int8(fp32, Path(tmp) / "model.int8.onnx") if quantize == "int8" else \
+                _quantize_static(fp32, Path(tmp) / "model.int8.onnx", calibration, channels)
             q = run_onnx(final, img)
             result.int8_psnr_vs_fp32 = psnr(q[0], got[0])
             result.sizes["int8"] = final.stat().st_size
@@ -339,7 +354,7 @@ def export(model: str, fmt: str, output: str | Path | None = None, *, quantize: 
             shutil.copyfile(final, dest)
 
     h, w = result.check_size
-    report(f"exported  {output} ({fmt}{' int8' if quantize else ''}, inputs image N x {channels} x H x W in [0, 1], "
+    report(f"exported  {output} ({fmt}{' ' + quantize if quantize else ''}, inputs image N x {channels} x H x W in [0, 1], "
            f"dynamic batch/height/width, frames of at least {min_side} px a side; outputs {', '.join(names)})")
     report(f"check     {w}x{h} image: max |{fmt} fp32 - pytorch| = {diff:.3e}")
     if quantize:
@@ -400,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", type=Path, default=None,
                    help="file to write (default: named after the model, e.g. nafnet_fewshot-champion.onnx)")
-    p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime dynamic int8 (CPU)")
+    p.add_argument("--quantize", choices=QUANTIZE[1:], default=None,
+                   help="ONNX Runtime int8 (CPU): int8 dynamic, int8-static calibrated on --calibration")
+    p.add_argument("--calibration", type=Path, default=None, help="folder of frames of the shot (int8-static)")
     p.add_argument("--image", type=Path, default=None, help="check image (default: a photo from scikit-image)")
     p.add_argument("--target", type=Path, default=None, help="ground truth of --image, for the int8 PSNR cost")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -414,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     export(args.model, args.format, args.output, quantize=args.quantize, image=args.image, target=args.target,
-           tlc=args.tlc, opset=args.opset, overwrite=args.overwrite)
+           tlc=args.tlc, opset=args.opset, overwrite=args.overwrite, calibration=args.calibration)
     return 0
 
 

@@ -5,7 +5,8 @@ One self-contained page (images embedded as base64, opens offline): headline car
 value, trials, spend), the optimisation history, Optuna's parameter importances (on a study
 rebuilt from the trials), parallel coordinates, learning curves coloured by rung and styled
 by stop reason (with the floors, the classical baselines, as horizontal lines), the Pareto front
-of quality vs cost when the search measured a cost, the best trials' validation grids side by
+of quality vs cost when the search measured a cost (and, when its parent run holds
+``compress/pareto.json``, the teacher and its students: ``pareto``), the best trials' validation grids side by
 side, the floors table, the champion at full resolution (a before/after wipe against the
 target, the runner-up and the floors, and 1:1 crops where it differs most from the target; see
 ``compare``, which also bounds the page's size), the spend and a table of every trial; for a
@@ -77,6 +78,17 @@ def _floors_table(data, best) -> str:
             + _table([""] + metrics, rows, classes) + "</div>")
 
 
+def _students_section(client, data) -> str:
+    """Teacher vs students (quality against ms per 1080p frame, params, MACs) when the parent run
+    holds ``compress/pareto.json`` (:mod:`platform.report.pareto`)."""
+    if client is None:
+        return ""
+    from platform.report import pareto
+
+    loaded = pareto.load(client, data.parent_run_id)
+    return pareto.section(*loaded, _table, _img) if loaded else ""
+
+
 def render(data, client=None, ref: str = "") -> str:
     """The report page for a loaded :class:`~platform.report.data.SearchData`."""
     from platform.report import compare, plots, warm
@@ -117,6 +129,7 @@ def render(data, client=None, ref: str = "") -> str:
                   + _table(["trial", data.metric, data.cost], rows)
                   + '<p class="note">Promotion uses the primary metric only; the front shows what quality each '
                     "cost buys.</p>")
+    pareto += _students_section(client, data)
 
     grids = []
     for t in ranked[:3]:

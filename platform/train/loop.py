@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from platform import models as models_lib, tasks as tasks_lib
+from platform.compress.prune import apply_pruned, prune_for_trial
 from platform.data.device_crops import DeviceCrops, make_device_crops
 from platform.safeio import load_state, save_atomic, to_json_text
 from platform.train.pace import Pace, Schedule
@@ -84,7 +85,8 @@ def build_model(config: dict, model_kwargs: dict | None = None) -> torch.nn.Modu
     kwargs.update(m.get("options") or {})
     if m.get("size") is not None:
         kwargs["size"] = m["size"]
-    return models_lib.create(m["architecture"], **kwargs)
+    model = models_lib.create(m["architecture"], **kwargs)
+    return apply_pruned(model, config)  # a structurally pruned network gets its recorded layer widths
 
 
 def create_criterion(task, spec: dict | None):
@@ -194,6 +196,7 @@ def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial
     if finetuning is None and fit_start:
         init_from_data(model, task, seed)
     warm_init = init_from_champion(model, config, session.rank)  # a warm-started search's earlier champion
+    model, config = prune_for_trial(model, config, build_model)  # compress.prune.sparsity: channels removed (platform.compress)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = session.prepare_model(model)
