@@ -1,8 +1,10 @@
 """``python -m platform.bench distill --task segmentation``: a student within 2 IoU points at >= 3x speed.
 
 On the bundled ``matte`` sample (foregrounds over photos; binary masks = alpha >= 0.5), sorted by
-name: the last ``--test`` frames are held out of everything, the first ``--labelled`` frames are
-the labelled ones, the rest are the shot's *unlabelled* frames (their masks are never read).
+name: the frames at ``--test-ids`` (default 7, 8: the logo and the coins over new backgrounds, both
+foregrounds also in labelled frames, as in a shot) are held out of everything, the first
+``--labelled`` others are labelled, the rest are the shot's *unlabelled* frames (their masks are
+never read).
 
 1. the teacher (``--teacher-model``, default ``resnet50_unet``, 32.5 M parameters) is trained
    from scratch on random crops of the labelled frames (BCE + Dice) for ``--teacher-seconds``;
@@ -44,26 +46,28 @@ def add_arguments(p) -> None:
     g.add_argument("--teacher-seconds", type=float, default=240.0, help="teacher training time (s)")
     g.add_argument("--student-seconds", type=float, default=120.0, help="student training time (s)")
     g.add_argument("--labelled", type=int, default=4, help="labelled frames (the rest but --test are unlabelled)")
-    g.add_argument("--test", type=int, default=2, help="held-out test frames")
+    g.add_argument("--test-ids", default="7,8", help="indices (sorted by name) of the held-out test frames")
     g.add_argument("--crop", type=int, default=128, help="training crop side")
     g.add_argument("--batch", type=int, default=4, help="crops per step")
     g.add_argument("--temperature", type=float, default=2.0, help="KL temperature T")
     g.add_argument("--weight", type=float, default=1.0, help="λ of the KL term")
 
 
-def load_frames(labelled: int, test: int) -> dict:
+def load_frames(labelled: int, test_ids: list[int]) -> dict:
     """``{"labelled": [(img, mask)], "unlabelled": [img], "test": [(img, mask)]}``: img 3xHxW, mask 1xHxW."""
     from platform.data.io import to_float
     from platform.data.samples import ensure_sample
     from platform.data.segmentation import load_mattes
 
     pairs = sorted(load_mattes(ensure_sample("matte")), key=lambda p: p.name)
-    if labelled < 1 or test < 1 or labelled + test > len(pairs):
-        raise ValueError(f"--labelled {labelled} + --test {test} must be >= 1 each and fit the {len(pairs)} frames")
+    if labelled < 1 or not test_ids or labelled + len(test_ids) > len(pairs) or not set(test_ids) <= set(range(len(pairs))):
+        raise ValueError(f"--labelled {labelled} and --test-ids {test_ids} must be >= 1 and indices fitting the "
+                         f"{len(pairs)} frames of the matte sample")
     items = [(torch.from_numpy(np.ascontiguousarray(to_float(p.input).transpose(2, 0, 1))),
               torch.from_numpy((to_float(p.target)[..., 0] >= 0.5).astype(np.float32))[None]) for p in pairs]
-    return {"labelled": items[:labelled], "unlabelled": [x for x, _ in items[labelled:len(items) - test]],
-            "test": items[len(items) - test:], "names": [p.name for p in pairs]}
+    rest = [item for i, item in enumerate(items) if i not in test_ids]
+    return {"labelled": rest[:labelled], "unlabelled": [x for x, _ in rest[labelled:]],
+            "test": [items[i] for i in test_ids], "names": [pairs[i].name for i in test_ids]}
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -193,7 +197,7 @@ def run(args) -> dict:
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    data = load_frames(args.labelled, args.test)
+    data = load_frames(args.labelled, [int(i) for i in str(args.test_ids).split(",")])
     teacher = create(args.teacher_model, classes=1)
     student = create("seg_fpn_lite", size=args.student_size_seg, classes=1)
     t0 = time.monotonic()
@@ -217,7 +221,7 @@ def run(args) -> dict:
                         "train_wall_s": wall}
     result["student"].update(temperature=args.temperature, weight=args.weight)
     result["data"] = {"sample": "matte", "labelled": len(data["labelled"]), "unlabelled": len(data["unlabelled"]),
-                      "test": [n for n in data["names"][-args.test:]], "crop": args.crop, "batch": args.batch}
+                      "test": data["names"], "crop": args.crop, "batch": args.batch}
     return {**result, "verdict": verdict(result["teacher"], result["student"]), "timing": timing}
 
 
