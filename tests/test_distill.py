@@ -342,3 +342,63 @@ def test_cli_refuses_an_unknown_teacher_in_one_paragraph(tmp_cwd):
                          capture_output=True, text=True, timeout=120, cwd=tmp_cwd)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "models:/nope@champion" in out.stderr and "no such model version" in out.stderr
+
+
+def test_seg_bench_iou_and_floor_match_hand_counts():
+    from platform.bench.distill_seg import floor_iou, iou, normalise
+
+    mask = torch.zeros(1, 4, 4)
+    mask[0, :2, :2] = 1  # 4 foreground pixels of 16
+    pred = torch.full((1, 4, 4), -5.0)
+    pred[0, :2, :3] = 5.0  # 6 predicted: intersection 4, union 6
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            assert torch.allclose(x, normalise(torch.zeros_like(x)))
+            return pred[None]
+
+    test = [(torch.zeros(3, 4, 4), mask)]
+    assert iou(Fixed(), test) == pytest.approx(4 / 6)
+    assert floor_iou(test) == pytest.approx(4 / 16)
+
+
+def test_seg_bench_verdict_applies_the_segmentation_bar():
+    from platform.bench.distill_seg import verdict
+
+    t = {"iou": 0.80, "ms_1080p": 300.0, "floor_iou": 0.3}
+    assert verdict(t, {"iou": 0.785, "ms_1080p": 100.0})["met"]
+    assert not verdict(t, {"iou": 0.775, "ms_1080p": 100.0})["met"]  # 2.5 points lower
+    assert not verdict(t, {"iou": 0.80, "ms_1080p": 101.0})["met"]  # 2.97x
+    assert not verdict({**t, "iou": 0.28}, {"iou": 0.28, "ms_1080p": 1.0})["teacher_learnt"]
+
+
+def test_seg_bench_student_loss_uses_cached_teacher_logits_on_unlabelled_crops():
+    """Unlabelled crops get only the KL term against the cached teacher logits; labelled ones add BCE + Dice."""
+    from platform.bench.distill_seg import gt_loss, normalise, student_batch
+
+    rng = np.random.default_rng(0)
+    img = torch.rand(3, 8, 8)
+    mask = (torch.rand(1, 8, 8) > 0.5).float()
+    cache = [torch.randn(1, 8, 8), torch.randn(1, 8, 8)]
+    student = torch.nn.Conv2d(3, 1, 1)
+    kl = SoftTargetKL(2.0)
+    one_crop = student_batch([(img, mask)], [img], cache, 8, 1, rng, kl)  # batch of 1: a labelled crop
+    with torch.no_grad():
+        out = student(normalise(img[None]))
+    got = one_crop(student)
+    full = kl(out, cache[0][None]) + gt_loss(out, mask[None])
+    flipped = kl(out.flip(-1), cache[0][None].flip(-1)) + gt_loss(out.flip(-1), mask[None].flip(-1))
+    assert got.item() == pytest.approx(full.item(), rel=1e-5) or got.item() == pytest.approx(flipped.item(), rel=1e-5)
+    both = student_batch([(img, mask)], [img], cache, 8, 2, np.random.default_rng(1), kl)(student)
+    # the second crop is the unlabelled frame: KL against cache[1] only, each term weighted 1/2
+    expect = [0.5 * full + 0.5 * kl(o, c) for o, c in ((out, cache[1][None]), (out.flip(-1), cache[1][None].flip(-1)))]
+    expect += [0.5 * flipped + 0.5 * kl(o, c) for o, c in ((out, cache[1][None]), (out.flip(-1), cache[1][None].flip(-1)))]
+    assert any(both.item() == pytest.approx(e.item(), rel=1e-5) for e in expect)
+    both.backward()
+    assert student.weight.grad is not None
+
+
+def test_distill_segmentation_space_searches_the_small_student():
+    spec = load_spec("distill_segmentation")
+    arch = spec["model"]["architecture"]
+    assert is_searchable(arch) and "seg_fpn_lite" in arch["choice"]

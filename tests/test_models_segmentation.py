@@ -122,3 +122,30 @@ def test_convnext_unet_drop_path():
     assert isinstance(none.encoder.stages_3.blocks[-1].drop_path, torch.nn.Identity)
     with pytest.raises(ConfigError, match="drop_path_rate"):
         create("convnext_unet", drop_path_rate=1.5)
+
+
+@pytest.mark.parametrize("size", ["mobilenetv3_small", "resnet18"])
+def test_seg_fpn_lite_is_a_small_student(size, no_downloads):
+    """The distillation student: binary logits at any input size, far fewer parameters than the teachers."""
+    import segmentation_models_pytorch as smp
+
+    model = create("seg_fpn_lite", size=size).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 70, 100))
+    assert out.shape == (1, 1, 70, 100)
+    assert isinstance(model.net, smp.FPN)
+    params = sum(p.numel() for p in model.parameters())
+    with torch.device("meta"):
+        teacher = sum(p.numel() for p in create("seg_unet", size="convnext_tiny", classes=1).parameters())
+        resnet50 = sum(p.numel() for p in create("resnet50_unet").parameters())
+    assert params < min(teacher, resnet50) / (25 if size == "mobilenetv3_small" else 2.5)
+
+
+def test_seg_fpn_lite_classes_and_bad_widths():
+    with torch.device("meta"):
+        model = create("seg_fpn_lite", classes=3, segmentation_channels=64)
+    assert model.net.segmentation_head[0].out_channels == 3
+    with pytest.raises(ConfigError, match="pyramid_channels"):
+        create("seg_fpn_lite", pyramid_channels=0)
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        create("seg_fpn_lite", segmentation_channels=16)

@@ -17,6 +17,9 @@ each: the same shot, other frames of grain, no target). Then:
 
 It prints teacher/student PSNR, ms per 1080p frame, parameters, the speed-up and the PSNR gap,
 and whether the issue's bar (>= 4x faster, within 0.5 dB) is met; ``--out`` writes JSON.
+
+``--task segmentation`` runs the segmentation half instead (the ``matte`` sample, a student within
+2 IoU points at >= 3x speed): see :mod:`platform.bench.distill_seg`.
 """
 
 from __future__ import annotations
@@ -36,20 +39,25 @@ NAME = "bench_distill"
 
 
 def parser() -> argparse.ArgumentParser:
+    from platform.bench.distill_seg import add_arguments
     from platform.bench.quality import TEST_FRAMES
 
     p = argparse.ArgumentParser(prog="python -m platform.bench distill", description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", choices=("img2img", "segmentation"), default="img2img",
+                   help="img2img: vfx_grade, nafnet/lut3d students; segmentation: matte, seg_fpn_lite students")
     p.add_argument("--teacher", help="an existing teacher (models:/NAME/VERSION or a checkpoint) instead of a "
                                      "quick search; it is scored on the same test frames")
     p.add_argument("--teacher-budget", default="quick", help="'quick' or a duration (e.g. 5m) for the teacher search")
     p.add_argument("--student-budget", default="3m", help="wall-clock budget of the student search")
     p.add_argument("--student-size", default="local_tiny", help="lut3d size of the students (null: the space's choice)")
     p.add_argument("--unlabelled-per-frame", type=int, default=3, help="ungraded grain draws per search photo")
-    p.add_argument("--frames", type=int, default=5, help="timed 1080p frames per model (interleaved rounds)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="timed 1080p frames per model (interleaved rounds; default 5, 3 for segmentation)")
     p.add_argument("--teacher-size", default="local",
                    help="lut3d size of the teacher search (the quick profile's is local)")
     p.add_argument("--test-frames", default=",".join(TEST_FRAMES), help="file stems kept out of both searches")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    add_arguments(p)
     return p
 
 
@@ -165,8 +173,16 @@ def run(args) -> dict:
     return {"teacher": teacher, "student": student, "verdict": verdict(teacher, student), "timing": ratio}
 
 
+def run_segmentation(args) -> dict:
+    from platform.bench.distill_seg import run as seg_run
+
+    return seg_run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.frames is None:
+        args.frames = 3 if args.task == "segmentation" else 5
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     from platform.logs import quiet_third_party
@@ -179,10 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
         os.chdir(tmp)  # a private ./mlruns and teacher cache: the user's registry is left alone
         try:
-            result = run(args)
+            result = run_segmentation(args) if args.task == "segmentation" else run(args)
         finally:
             os.chdir(here)
-    print(table(result["teacher"], result["student"], result["verdict"]))
+    if args.task == "segmentation":
+        from platform.bench.distill_seg import table as seg_table
+
+        print(seg_table(result))
+    else:
+        print(table(result["teacher"], result["student"], result["verdict"]))
     t = result["timing"]
     print(f"speed ratio per round: {t['round_min']:.1f}x .. {t['round_max']:.1f}x over {t['rounds']} interleaved rounds")
     if args.out:

@@ -6,7 +6,12 @@ Registered names (``size`` picks the encoder):
   encoder -- a fair encoder benchmark: same decoder and loss, only the encoder changes;
 * ``hierarchical_upernet``: multi-task model, one shared encoder + smp's UPerNet
   decoder + three heads, returns ``{"binary": (B,2,H,W), "coarse": (B,4,H,W), "fine": (B,16,H,W)}``;
-* ``resnet50_unet``: ``smp.Unet`` on timm's ResNet-50, binary (1 logit channel by default).
+* ``resnet50_unet``: ``smp.Unet`` on timm's ResNet-50, binary (1 logit channel by default);
+* ``seg_fpn_lite``: a small, fast student for distillation: ``smp.FPN`` (Kirillov et al. 2019) on a
+  light timm encoder (``mobilenetv3_small``: MobileNetV3-Small 1.0, ~1.1 M parameters; ``resnet18``:
+  ~11 M) with narrow decoder channels (pyramid 64, segmentation 32). The FPN decodes at 1/4 scale
+  and upsamples its logits bilinearly, so no convolution runs at full resolution: a 1080p frame
+  costs a fraction of a full-resolution U-Net decoder's.
 
 All return logits at the input size. Input sizes the encoders accept (checked with timm 1.0):
 
@@ -198,3 +203,29 @@ def resnet50_unet(size: None = None, in_channels: int = 3, classes: int = 1, pre
     kwargs, multiple, fixed = _encoder_kwargs(RESNET50, pretrained, None, "resnet50_unet")
     net = smp.Unet("tu-resnet50", in_channels=in_channels, classes=classes, **kwargs)
     return PaddedSegmentation(net, multiple, fixed, "resnet50_unet")
+
+
+LITE_ENCODERS = {"mobilenetv3_small": "mobilenetv3_small_100", "resnet18": "resnet18"}
+
+
+@register_model(
+    "seg_fpn_lite", kind="segmentation", sizes=tuple(LITE_ENCODERS), default_size="mobilenetv3_small",
+    paper="FPN (Kirillov et al., CVPR 2019) via smp on a light timm encoder, a distillation student",
+    encoders=dict(LITE_ENCODERS),
+    # Measured here with classes=1 (smp 0.5, timm 1.0); tests allow +-15%.
+    nominal_params={"mobilenetv3_small": 1.07e6, "resnet18": 11.34e6},
+)
+def seg_fpn_lite(size: str = "mobilenetv3_small", in_channels: int = 3, classes: int = 1, pretrained: bool = False,
+                 pyramid_channels: int = 64, segmentation_channels: int = 32) -> PaddedSegmentation:
+    """Binary by default (1 logit channel); ``pretrained=True`` loads the encoder from the weight store."""
+    check_channels("seg_fpn_lite", in_channels=in_channels, classes=classes, pyramid_channels=pyramid_channels,
+                   segmentation_channels=segmentation_channels)
+    if segmentation_channels % 32:  # smp's FPN segmentation blocks use GroupNorm(32, channels)
+        raise ConfigError(f"model 'seg_fpn_lite': segmentation_channels must be a multiple of 32 (smp's FPN "
+                          f"normalises it in 32 groups), got {segmentation_channels}.")
+    spec = dict(timm=LITE_ENCODERS[size], rule="multiple32")
+    kwargs, multiple, fixed = _encoder_kwargs(spec, pretrained, None, "seg_fpn_lite")
+    net = smp.FPN(f"tu-{spec['timm']}", in_channels=in_channels, classes=classes,
+                  decoder_pyramid_channels=pyramid_channels, decoder_segmentation_channels=segmentation_channels,
+                  **kwargs)
+    return PaddedSegmentation(net, multiple, fixed, "seg_fpn_lite")
