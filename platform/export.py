@@ -246,22 +246,10 @@ def quantize_int8(src: Path, dest: Path) -> Path:
     """ONNX Runtime dynamic quantisation: int8 weights, activations quantised at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs a warning per tensor it leaves in float
-    try:
-        source = src
-        try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
+    from platform.compress.quantize import prepared_for_quantisation
 
-            pre = src.with_name(src.stem + ".pre.onnx")
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            source = pre
-        except Exception as exc:  # pre-processing is an optimisation; quantisation works without it
-            log.debug("quantisation pre-processing skipped: %s", exc)
+    with prepared_for_quantisation(src, "pre") as source:
         quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
     return dest
 
 

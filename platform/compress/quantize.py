@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,22 +83,32 @@ def quantize_static_int8(src: Path, dest: Path, frames: Sequence[np.ndarray], pe
 
     if not frames:
         raise ConfigError("static int8 needs at least one calibration frame.")
+    with prepared_for_quantisation(src, "static-pre") as source:
+        quantize_static(str(source), str(dest), reader(frames), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                        calibrate_method=CalibrationMethod.MinMax)
+    return dest
+
+
+@contextmanager
+def prepared_for_quantisation(src: Path, tag: str) -> Iterator[Path]:
+    """The model to quantise: ``src`` after ONNX Runtime's pre-processing (written beside it as
+    ``<stem>.<tag>.onnx``), or ``src`` itself when that fails; the root logger is kept at ERROR
+    meanwhile (the quantiser logs a line per tensor it leaves in float). Static and dynamic int8
+    (:func:`platform.export.quantize_int8`) both quantise through it."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs a line per tensor it leaves in float
+    root.setLevel(logging.ERROR)
     try:
         source = src
         try:
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
-            pre = src.with_name(src.stem + ".static-pre.onnx")
+            pre = src.with_name(f"{src.stem}.{tag}.onnx")
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             source = pre
         except Exception as exc:  # pre-processing (graph optimisation) helps; quantisation works without it
             log.debug("quantisation pre-processing skipped: %s", exc)
-        quantize_static(str(source), str(dest), reader(frames), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                        calibrate_method=CalibrationMethod.MinMax)
+        yield source
     finally:
         root.setLevel(level)
-    return dest
