@@ -79,6 +79,15 @@ def check_name(name: str, where: str) -> str:
     return name
 
 
+FRAME_SIZE = re.compile(r"^(\d+x\d+|540p|720p|1080p|2k|4k|dci4k|8k)$")  # platform.bench.predict's names
+
+
+def _frame_size(v):
+    if v is not None and not FRAME_SIZE.match(str(v).strip().lower()):
+        return "must be a frame size: 540p, 720p, 1080p, 2k, 4k, dci4k, 8k or WIDTHxHEIGHT (e.g. 640x360), or null"
+    return None
+
+
 def _fraction(v):
     return "must be in [0, 1]" if not 0 <= v <= 1 else None
 
@@ -370,6 +379,10 @@ SCHEMA: dict[str, Any] = {
                               doc="fraction of each prunable layer's channels removed (torch-pruning) from the "
                                   "warm-started weights before training; 0: no pruning"),
         },
+        "pareto_frame": Field((str, type(None)), default="1080p", searchable=False, check=_frame_size,
+                              doc="student searches (distillation, pruning): the frame size (1080p, 4k or WxH) on "
+                                  "which the teacher and every student are timed for the report's quality-vs-cost "
+                                  "table (compress/pareto.json); null: not measured"),
     },
     "show": Field((str, type(None)), default=None, searchable=False, check=_safe_name,
                   doc="the show this shot belongs to: python -m platform.report --show NAME lists its shots"),

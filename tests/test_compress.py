@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def _randomised(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 CASES = [("nafnet", "small", None), ("unet", "small", {"base_filters": 8}), ("lut3d", "local", None),
-         ("convnext_unet", "nano", None)]
+         ("lut3d", "local_fast", None), ("convnext_unet", "nano", None)]
 
 
 @pytest.mark.parametrize("arch,size,options", CASES)
@@ -232,8 +233,9 @@ def test_pareto_front_by_hand():
     by = {r[0]: dict(zip(headers, r)) for r in rows}
     assert by["a"]["speed-up"] == pytest.approx(5.0) and by["a"]["Δ val_psnr"] == pytest.approx(-0.2)
     assert by["b"]["front"] == "" and by["c"]["front"] == "yes"
-    again, metric, mode = from_json(points_json(pts, "val_psnr", "max"))
-    assert again == pts and (metric, mode) == ("val_psnr", "max")
+    again, metric, mode, frame = from_json(points_json(pts, "val_psnr", "max", frame="640x360"))
+    assert again == pts and (metric, mode, frame) == ("val_psnr", "max", "640x360")
+    assert from_json('{"points": []}')[1:] == ("val_psnr", "max", "1080p")  # files written before "frame"
 
 
 def test_pareto_plot_and_report_section():
@@ -242,7 +244,7 @@ def test_pareto_plot_and_report_section():
 
     pts = [Point("teacher", 30.0, 1000.0, 1_000_000, 5e9, "teacher"), Point("pruned 0.5", 29.7, 400.0, 300_000, 2e9)]
     assert plot(pts)[:8] == b"\x89PNG\r\n\x1a\n"
-    page = section(copy.deepcopy(pts), "val_psnr", "max", _table, _img)
+    page = section(copy.deepcopy(pts), "val_psnr", "max", "1080p", _table, _img)
     assert "pruned 0.5" in page and "<img" in page and "2.5" in page  # speed-up 1000 / 400
 
 
@@ -269,3 +271,65 @@ def test_compress_command_line(tmp_path, capsys):
     assert main(["prune", "--model", str(tmp_path / "ckpt"), "--sparsity", "1.2", "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "--sparsity" in err and "[0, 1)" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- a pruning search
+def test_pruning_search_registers_name_student_with_its_pareto_points(tmp_cwd):
+    """``python -m platform.search prune_champion --init-from models:/shot@champion``: the pruned,
+    fine-tuned students are registered as ``shot_student`` and the parent run holds the teacher
+    and every student as quality-vs-cost points, the students with fewer parameters."""
+    import mlflow
+    import skimage.data
+    from mlflow.tracking import MlflowClient
+
+    from platform import pyfunc, tracking
+    from platform.data.io import write_image
+    from platform.report.pareto import ARTIFACT
+    from platform.safeio import save_atomic, to_json_text
+    from platform.search.driver import SearchOptions, prepare_spec, run_search
+
+    shot = tmp_cwd / "shot"
+    for name in ("chelsea", "coffee", "astronaut"):
+        x = getattr(skimage.data, name)()[:64, :64].astype(np.float32) / 255.0
+        write_image(shot / "input" / f"{name}.png", x)
+        write_image(shot / "target" / f"{name}.png", x**0.7)
+    config = _config("lut3d", "local")
+    config["task"].update(data=str(shot), crop=32)
+    teacher = _randomised(build_model(config))
+    folder = tmp_cwd / "teacher_ckpt"
+    folder.mkdir()
+    save_atomic({"model": teacher.state_dict(), "config": to_json_text(config), "epoch": 1}, folder / "state.pt")
+    mlflow.set_tracking_uri(tracking.tracking_uri())  # where pyfunc.log_model logs
+    client = MlflowClient(tracking.tracking_uri())
+    run = client.create_run(client.create_experiment("shot"))
+    client.create_registered_model("shot")
+    version = client.create_model_version("shot", pyfunc.log_model(folder, run.info.run_id), run.info.run_id)
+    client.set_registered_model_alias("shot", "champion", version.version)
+
+    opts = SearchOptions(space="prune_champion", quick=True, data=str(shot), max_trials=1,
+                         init_from="models:/shot@champion",
+                         overrides={"task": {"crop": 32, "crops_per_epoch": 8, "batch_size": 4, "val_holdout": 1},
+                                    "train": {"epochs": 1}, "compress": {"pareto_frame": "320x180",
+                                                                         "prune": {"sparsity": 0.5}},
+                                    "promotion": {"floors": False}, "search": {"timebox": {"seconds": None}}})
+    assert prepare_spec(opts).name == "shot_student"
+    assert prepare_spec(SearchOptions(space="prune_champion", experiment="mine")).name == "mine"
+    out = run_search(opts)
+    assert out.spec.name == "shot_student" and out.promotion is not None and out.promotion.promoted
+    student = pyfunc.load_any("models:/shot_student@champion").model
+    points, _, _, frame = from_json(Path(client.download_artifacts(out.parent_run_id, ARTIFACT)).read_text())
+    assert frame == "320x180" and [p.role for p in points] == ["teacher", "student"]
+    assert points[0].params == count_params(teacher) > points[1].params == count_params(student)
+    assert points[1].name.startswith("lut3d/local pruned 50%") and points[1].quality == pytest.approx(out.best["val_psnr"])
+    assert out.teacher_score == pytest.approx(points[0].quality)
+
+
+def test_student_search_teachers_and_names():
+    from platform.compress.points import pruned_student_name, teacher_uri
+
+    prune = {"compress": {"prune": {"sparsity": {"choice": [0.25, 0.5]}}}, "warm_start": {"weights": "models:/a@champion"}}
+    assert teacher_uri(prune) == "models:/a@champion" and pruned_student_name(prune) == "a_student"
+    assert teacher_uri({**prune, "compress": {"prune": {"sparsity": 0.0}}}) is None  # warm start, no pruning
+    distill = {"distill": {"teacher": "/ckpt/weights.pt#sha256:0123abcd"}}
+    assert teacher_uri(distill) == "/ckpt/weights.pt" and pruned_student_name(distill) is None
+    assert teacher_uri({"warm_start": {"weights": None}}) is None

@@ -268,7 +268,7 @@ def test_distill_search_registers_a_student(shot, tmp_cwd):
         teacher="models:/teacher_shot@champion", quick=True, unlabelled=str(shot / "ungraded"), max_trials=1,
         overrides={"task": {"crop": 32, "crops_per_epoch": 16, "batch_size": 8, "val_holdout": 1},
                    "train": {"epochs": 2}, "search": {"timebox": {"seconds": None}},
-                   "promotion": {"floors": False}}))
+                   "promotion": {"floors": False}, "compress": {"pareto_frame": "320x180"}}))
     assert out.teacher.teacher_id == f"models:/teacher_shot/{v.version}"
     assert out.cache["frames"] == 6 and out.cache["computed"] == 6
     assert out.search.spec.name == "teacher_shot_student"
@@ -283,6 +283,24 @@ def test_distill_search_registers_a_student(shot, tmp_cwd):
     parent = client.get_run(out.search.parent_run_id)
     assert parent.data.tags["distill_teacher"] == out.teacher.teacher_id
 
+    # The teacher and the student as quality-vs-cost points on the parent run, for the report.
+    from platform import tasks
+    from platform.champion import evaluate
+    from platform.report.pareto import ARTIFACT, from_json
+
+    teacher = pyfunc.load_any(f"models:/teacher_shot/{v.version}").model
+    teacher_psnr = evaluate(teacher, tasks.create("img2img", out.search.spec["task"], seed=0), "val_psnr")
+    assert parent.data.metrics["teacher_val_psnr"] == pytest.approx(teacher_psnr, abs=1e-4)
+    points, metric, mode, frame = from_json(Path(client.download_artifacts(parent.info.run_id, ARTIFACT)).read_text())
+    assert (metric, mode, frame) == ("val_psnr", "max", "320x180")
+    assert [p.role for p in points] == ["teacher", "student"]
+    assert points[0].quality == pytest.approx(teacher_psnr, abs=1e-4)
+    assert points[0].params == sum(p.numel() for p in teacher.parameters())
+    assert points[1].quality == pytest.approx(best["val_psnr"]) and best["trial"] in points[1].name
+    student = pyfunc.load_any(f"models:/teacher_shot_student/{versions[0].version}").model
+    assert points[1].params == sum(p.numel() for p in student.parameters())
+    assert all(p.ms_per_frame > 0 and p.macs >= 0 for p in points)
+
 
 # --------------------------------------------------------------------------- the benchmark's pieces
 def test_bench_verdict_applies_the_issue_bar():
@@ -295,6 +313,18 @@ def test_bench_verdict_applies_the_issue_bar():
     assert not verdict(teacher, {**fast_close, "psnr": 29.4})["met"]  # 0.6 dB below
     assert not verdict(teacher, {**fast_close, "ms_1080p": 2100.0})["met"]  # 3.8x
     assert "MET" in table(teacher, fast_close, v)
+
+
+def test_bench_speed_times_teacher_and_student_through_the_predict_path(monkeypatch):
+    from platform.bench import distill, predict as bench_predict
+    from platform.models import create
+
+    monkeypatch.setattr(bench_predict, "photo_frame", lambda w, h: np.full((36, 64, 3), 0.5, np.float32))
+    config = {"task": {"name": "img2img"}, "model": {"architecture": "lut3d", "size": "lut"}}
+    lut = create("lut3d", size="lut", lut_size=9)
+    ms, timing = distill.speed({"teacher": (lut, config), "student": (lut, config)}, rounds=2)
+    assert set(ms) == {"teacher", "student"} and all(v > 0 for v in ms.values())
+    assert timing["rounds"] == 2 and len(timing["ms_per_round"]["student"]) == 2
 
 
 def test_bench_ungraded_frames_leave_the_test_photos_out(tmp_path):
@@ -370,6 +400,22 @@ def test_seg_bench_verdict_applies_the_segmentation_bar():
     assert not verdict(t, {"iou": 0.775, "ms_1080p": 100.0})["met"]  # 2.5 points lower
     assert not verdict(t, {"iou": 0.80, "ms_1080p": 101.0})["met"]  # 2.97x
     assert not verdict({**t, "iou": 0.28}, {"iou": 0.28, "ms_1080p": 1.0})["teacher_learnt"]
+
+
+def test_seg_bench_table_judges_each_student_on_its_own():
+    from platform.bench.distill_seg import table, verdict
+
+    teacher = {"model": "resnet50_unet", "iou": 0.80, "floor_iou": 0.2, "ms_1080p": 5000.0, "params": 32.5e6,
+               "train_steps": 400, "train_wall_s": 240.0}
+    students = []
+    for name, score, ms in (("seg_fpn_lite/mobilenetv3_small", 0.75, 250.0), ("seg_fpn_lite/resnet18", 0.79, 900.0)):
+        s = {"model": name, "iou": score, "floor_iou": 0.2, "ms_1080p": ms, "params": 1e6, "train_steps": 900,
+             "train_wall_s": 120.0, "timing": {"round_min": 5000 / ms - 1, "round_max": 5000 / ms + 1}}
+        students.append({**s, "verdict": verdict(teacher, s)})
+    rows = table({"teacher": teacher, "students": students, "data": {"test": ["07", "08"]}}).splitlines()
+    assert "20.0x" in rows[3] and "-5.0 points" in rows[3] and rows[3].endswith("not met |")
+    assert "5.6x" in rows[4] and "-1.0 points" in rows[4] and rows[4].endswith("MET |")
+    assert "CAVEAT" not in rows[-1]
 
 
 def test_seg_bench_student_loss_uses_cached_teacher_logits_on_unlabelled_crops():

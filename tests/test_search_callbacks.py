@@ -115,3 +115,23 @@ def test_retention_keeps_the_best_and_the_latest_checkpoint(tmp_path):
     cbs.on_checkpoint(iteration=4, trials=[], trial=_trial("t"),
                       checkpoint=SimpleNamespace(path=str(tmp_path / "checkpoint_000003"), filesystem=None))
     assert sorted(p.name for p in tmp_path.glob("checkpoint_*")) == ["checkpoint_000001", "checkpoint_000003"]
+
+
+def test_a_search_whose_tuner_fails_to_start_ends_its_parent_run_failed(tmp_cwd, monkeypatch):
+    """Ray or the tuner failing to start (after the parent run exists) ends the run FAILED, not RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    from platform.search import driver
+    from platform.search.presets import cpu_nafnet
+    from platform.tracking import tracking_uri
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tuner broke")
+
+    monkeypatch.setattr(driver, "start_ray", lambda *a, **k: None)
+    monkeypatch.setattr(driver, "build_tuner", broken)
+    with pytest.raises(RuntimeError, match="tuner broke"):
+        driver.run_search(driver.SearchOptions("nafnet_fewshot", quick=True, max_trials=1, overrides=cpu_nafnet({})))
+    client = MlflowClient(tracking_uri())
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"]

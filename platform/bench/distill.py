@@ -7,8 +7,8 @@ each: the same shot, other frames of grain, no target). Then:
 
 1. the teacher: ``nafnet_fewshot --quick`` (the quick lut3d-local champion; or ``--teacher URI``);
 2. the student: ``python -m platform.distill --teacher models:/bench_distill/V distill_img2img --quick``
-   with the student size fixed to ``--student-size`` (default ``local_tiny``: the teacher's
-   residual U-Net at a quarter of its width), the λ of the distillation term and the learning
+   with the student size fixed to ``--student-size`` (default ``local_fast``: the teacher's
+   residual U-Net moved to half resolution), the λ of the distillation term and the learning
    rate searched, the teacher's outputs on the labelled and ungraded frames as extra targets;
 3. teacher and student are scored on the two test frames at native resolution (PSNR, SSIM), and
    timed on 1080p frames on this CPU with the project's predict path
@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
                                      "quick search; it is scored on the same test frames")
     p.add_argument("--teacher-budget", default="quick", help="'quick' or a duration (e.g. 5m) for the teacher search")
     p.add_argument("--student-budget", default="3m", help="wall-clock budget of the student search")
-    p.add_argument("--student-size", default="local_tiny", help="lut3d size of the students (null: the space's choice)")
+    p.add_argument("--student-size", default="local_fast",
+                   help="lut3d size of the students (null: the space's choice)")
     p.add_argument("--unlabelled-per-frame", type=int, default=3, help="ungraded grain draws per search photo")
     p.add_argument("--frames", type=int, default=None,
                    help="timed 1080p frames per model (interleaved rounds; default 5, 3 for segmentation)")
@@ -112,12 +113,13 @@ def speed(models: dict[str, tuple], rounds: int) -> tuple[dict[str, float], dict
 
     from platform.bench._measure import interleave, speed_ratio
     from platform.bench.predict import photo_frame
-    from platform.inference import InferenceOptions, Predictor
+    from platform.inference import InferenceOptions
+    from platform.tasks import predictor as task_predictor
 
     frame = photo_frame(1920, 1080)
     steps = {}
     for role, (model, config) in models.items():
-        predictor = Predictor(model.to("cpu").eval(), config, torch.device("cpu"), InferenceOptions(precision="fp32"))
+        predictor = task_predictor(model.to("cpu").eval(), config, torch.device("cpu"), InferenceOptions(precision="fp32"))
         predictor.run(frame)  # warm-up
         steps[role] = (lambda p=predictor: p.run(frame))
     times = interleave(steps, rounds, 1, torch.device("cpu"))
@@ -204,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         print(seg_table(result))
     else:
         print(table(result["teacher"], result["student"], result["verdict"]))
-    t = result["timing"]
-    print(f"speed ratio per round: {t['round_min']:.1f}x .. {t['round_max']:.1f}x over {t['rounds']} interleaved rounds")
+        t = result["timing"]
+        print(f"speed ratio per round: {t['round_min']:.1f}x .. {t['round_max']:.1f}x over {t['rounds']} interleaved "
+              "rounds")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, default=str))

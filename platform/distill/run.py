@@ -97,7 +97,6 @@ def pinned_overrides(opts: DistillOptions, ref: TeacherRef, spec) -> dict:
 
 
 def run_distill(opts: DistillOptions) -> DistillOutcome:
-    from platform.champion import evaluate
     from platform.search.driver import preflight, prepare_spec, run_search
 
     ref = resolve_teacher(opts.teacher)
@@ -116,17 +115,15 @@ def run_distill(opts: DistillOptions) -> DistillOutcome:
         log.warning("no unlabelled frames (task.unlabelled / --unlabelled): the teacher labels the %d labelled "
                     "training frame(s) only", len(labelled))
     stats = fill_cache([x for _, x, _ in labelled] + [x for _, x in unlabelled], dtask.cache, teacher)
-    metric = spec["search"]["metric"]
-    score = evaluate(teacher.model, task, metric) if metric in task.metric_names else None
     params = teacher.params
     del teacher  # the trials never run it
-    outcome = run_search(search_opts)
-    _record(outcome, ref, stats, score, metric)
-    return DistillOutcome(ref, params, score, stats, outcome)
+    outcome = run_search(search_opts)  # scores the teacher too (outcome.teacher_score, platform.compress.points)
+    _record(outcome, ref, stats, spec["search"]["metric"])
+    return DistillOutcome(ref, params, outcome.teacher_score, stats, outcome)
 
 
-def _record(outcome, ref: TeacherRef, stats: dict, score: float | None, metric: str) -> None:
-    """The teacher on the search's MLflow parent run (tags and its validation score)."""
+def _record(outcome, ref: TeacherRef, stats: dict, metric: str) -> None:
+    """The teacher on the search's MLflow parent run (its tags; its score is logged by the search)."""
     from mlflow.tracking import MlflowClient
 
     from platform import tracking
@@ -135,8 +132,7 @@ def _record(outcome, ref: TeacherRef, stats: dict, score: float | None, metric: 
     client.set_tag(outcome.parent_run_id, "distill_teacher", ref.teacher_id)
     client.set_tag(outcome.parent_run_id, "distill_teacher_uri", ref.uri)
     client.log_metric(outcome.parent_run_id, "distill_teacher_frames", float(stats["frames"]))
-    if score is not None:
-        client.log_metric(outcome.parent_run_id, f"teacher_{metric}", float(score))
+    score = outcome.teacher_score
     best = outcome.best[metric] if outcome.best else None
     log.info("teacher %s: %s %s; best student: %s %s", ref.teacher_id, metric,
              f"{score:.4f}" if score is not None else "n/a", metric, f"{best:.4f}" if best is not None else "n/a")

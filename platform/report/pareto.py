@@ -43,13 +43,14 @@ def front(points: list[Point], mode: str = "max") -> list[Point]:
     return sorted((p for p in ok if not any(dominates(q, p) for q in ok if q is not p)), key=lambda p: p.ms_per_frame)
 
 
-def table(points: list[Point], metric: str = "val_psnr", mode: str = "max") -> tuple[list[str], list[list]]:
+def table(points: list[Point], metric: str = "val_psnr", mode: str = "max",
+          frame: str = "1080p") -> tuple[list[str], list[list]]:
     """(headers, rows): every point with its speed-up and quality change against the teacher
     (the first point with role ``teacher``, else the first point) and whether it is on the front."""
     on = {id(p) for p in front(points, mode)}
     ref = next((p for p in points if p.role == "teacher"), points[0] if points else None)
-    headers = ["model", "role", metric, f"Δ {metric}", "ms / 1080p frame", "speed-up", "params (M)", "GMACs / 1080p",
-               "front"]
+    headers = ["model", "role", metric, f"Δ {metric}", f"ms / {frame} frame", "speed-up", "params (M)",
+               f"GMACs / {frame}", "front"]
     rows = []
     for p in points:
         rows.append([p.name, p.role, p.quality, p.quality - ref.quality if ref else None, p.ms_per_frame,
@@ -59,7 +60,7 @@ def table(points: list[Point], metric: str = "val_psnr", mode: str = "max") -> t
     return headers, rows
 
 
-def plot(points: list[Point], metric: str = "val_psnr", mode: str = "max") -> bytes | None:
+def plot(points: list[Point], metric: str = "val_psnr", mode: str = "max", frame: str = "1080p") -> bytes | None:
     """PNG: quality against ms per frame (log scale), the front as a red step line."""
     if not points:
         return None
@@ -79,7 +80,7 @@ def plot(points: list[Point], metric: str = "val_psnr", mode: str = "max") -> by
         ax.plot([p.ms_per_frame for p in on], [p.quality for p in on], color="tab:red", lw=1,
                 drawstyle="steps-post" if mode == "max" else "steps-pre")
     ax.set_xscale("log")
-    ax.set_xlabel("ms per 1080p frame (CPU)")
+    ax.set_xlabel(f"ms per {frame} frame (CPU)")
     ax.set_ylabel(metric)
     ax.set_title("teacher (star) and students: quality vs cost, front in red")
     ax.grid(alpha=0.3, which="both")
@@ -89,17 +90,21 @@ def plot(points: list[Point], metric: str = "val_psnr", mode: str = "max") -> by
     return buf.getvalue()
 
 
-def points_json(points: list[Point], metric: str, mode: str) -> str:
-    return json.dumps({"metric": metric, "mode": mode, "points": [asdict(p) for p in points]}, indent=1)
+def points_json(points: list[Point], metric: str, mode: str, frame: str = "1080p") -> str:
+    """``frame``: the frame size the times and MACs were measured on."""
+    return json.dumps({"metric": metric, "mode": mode, "frame": frame, "points": [asdict(p) for p in points]},
+                      indent=1)
 
 
-def from_json(text: str) -> tuple[list[Point], str, str]:
+def from_json(text: str) -> tuple[list[Point], str, str, str]:
+    """(points, metric, mode, frame)."""
     data = json.loads(text)
-    return [Point(**p) for p in data.get("points", [])], data.get("metric", "val_psnr"), data.get("mode", "max")
+    return ([Point(**p) for p in data.get("points", [])], data.get("metric", "val_psnr"), data.get("mode", "max"),
+            str(data.get("frame", "1080p")))
 
 
-def load(client, run_id: str) -> tuple[list[Point], str, str] | None:
-    """The points logged on ``run_id`` (``compress/pareto.json``), or None."""
+def load(client, run_id: str) -> tuple[list[Point], str, str, str] | None:
+    """The points logged on ``run_id`` (``compress/pareto.json``) as :func:`from_json` gives them, or None."""
     from pathlib import Path
 
     try:
@@ -108,13 +113,13 @@ def load(client, run_id: str) -> tuple[list[Point], str, str] | None:
         return None
 
 
-def section(points: list[Point], metric: str, mode: str, table_fn, img_fn) -> str:
+def section(points: list[Point], metric: str, mode: str, frame: str, table_fn, img_fn) -> str:
     """The report's HTML section (``table_fn``/``img_fn``: the report's own table and image helpers)."""
     if not points:
         return ""
-    headers, rows = table(points, metric, mode)
+    headers, rows = table(points, metric, mode, frame)
     return (f"<h2>Teacher and students: {html.escape(metric)} vs cost</h2>"
-            f'<div class="fig">{img_fn(plot(points, metric, mode), "teacher and students Pareto plot")}</div>'
+            f'<div class="fig">{img_fn(plot(points, metric, mode, frame), "teacher and students Pareto plot")}</div>'
             + table_fn(headers, rows)
-            + '<p class="note">ms per 1080p frame measured on a CPU with the project\'s inference benchmark; '
-              "MACs counted at 1080p (convolutions and matrix products).</p>")
+            + f'<p class="note">ms per {html.escape(frame)} frame measured on a CPU with the project\'s inference '
+              f"benchmark; MACs counted at {html.escape(frame)} (convolutions and matrix products).</p>")

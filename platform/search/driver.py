@@ -65,6 +65,8 @@ class SearchOutcome:
     report_path: str | None = None
     floors: dict = field(default_factory=dict)  # {floor: {metric: value}} on the trials' footing
     timebox: dict | None = None  # the plan of a time-boxed search
+    teacher_score: float | None = None  # a student search's teacher on the validation frames
+    students: list = field(default_factory=list)  # its platform.report.pareto.Point s, teacher first
 
 
 # --------------------------------------------------------------------------- preparation
@@ -83,6 +85,8 @@ def user_overrides(opts: SearchOptions) -> dict:
 
 
 def prepare_spec(opts: SearchOptions) -> SearchSpec:
+    from platform.compress.points import pruned_student_name
+
     overrides = user_overrides(opts)
     if opts.time_budget is not None:
         overrides = {**overrides, "search": {**overrides.get("search", {}),
@@ -91,6 +95,8 @@ def prepare_spec(opts: SearchOptions) -> SearchSpec:
     spec = load_spec(opts.space, quick=opts.quick, overrides=overrides)
     if opts.experiment:
         spec.config["name"] = check_name(opts.experiment, "--experiment")
+    elif name := pruned_student_name(spec.config):
+        spec.config["name"] = name  # students of models:/NAME@... are registered as NAME_student
     return spec
 
 
@@ -321,15 +327,16 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     quiet_third_party()
     prep = prepare(opts)
     run = open_parent_run(prep, opts)
-    start_ray(prep.spec, run, opts)
-    parts = build_tuner(prep, run, opts)
-    status = "FAILED"
+    parts, status = None, "FAILED"
     try:
+        start_ray(prep.spec, run, opts)
+        parts = build_tuner(prep, run, opts)
         results = parts.tuner.fit()
         parts.budget.pause_all()
         outcome = summarise_search(results, prep, run, parts)
         pick_best(outcome, prep, run)
         register_best(outcome, prep, run, parts, opts)
+        measure_students(outcome, prep, run)
         clean_up(outcome, prep, run, parts)
         status = "FINISHED"
         return outcome
@@ -337,7 +344,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         status = "KILLED"  # resumable with --resume
         raise
     finally:
-        close_search(run, parts.budget, opts, status)
+        close_search(run, parts.budget if parts else None, opts, status)
 
 
 # --------------------------------------------------------------------------- stage 1: prepare
@@ -729,6 +736,14 @@ def register_best(outcome: SearchOutcome, prep: Prepared, run: ParentRun, parts:
     parts.protected.add(str(Path(source).resolve()) if "://" not in source else source)
 
 
+def measure_students(outcome: SearchOutcome, prep: Prepared, run: ParentRun) -> None:
+    """A student search (distillation, pruning): the teacher's score and the quality-vs-cost points
+    of the teacher and every student on the parent run, before the report draws them."""
+    from platform.compress.points import record
+
+    outcome.teacher_score, outcome.students = record(run.client, run.run_id, prep.spec, prep.task, outcome.rows)
+
+
 def clean_up(outcome: SearchOutcome, prep: Prepared, run: ParentRun, parts: TunerParts) -> None:
     """Prune every trial's checkpoints (local storage) and write the HTML report."""
     from platform.search.retention import sweep
@@ -750,7 +765,8 @@ def close_search(run: ParentRun, budget, opts: SearchOptions, status: str) -> No
     import mlflow
     import ray
 
-    budget.pause_all()
+    if budget is not None:  # None: Ray or the tuner failed to start
+        budget.pause_all()
     run.client.set_terminated(run.run_id, status=status)
     mlflow.end_run()
     if not opts.address and ray.is_initialized() and not os.environ.get("PLATFORM_KEEP_RAY"):
