@@ -274,9 +274,6 @@ def test_compress_command_line(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- a pruning search
-@pytest.mark.xfail(strict=True, reason="found 2026-12-05: in this end-to-end pruning search the registered student "
-                   "has the teacher's 225846 parameters (the trial did not prune, or its checkpoint lost the widths); "
-                   "registration as shot_student and the Pareto points work. To investigate (issue 17).")
 def test_pruning_search_registers_name_student_with_its_pareto_points(tmp_cwd):
     """``python -m platform.search prune_champion --init-from models:/shot@champion``: the pruned,
     fine-tuned students are registered as ``shot_student`` and the parent run holds the teacher
@@ -336,3 +333,18 @@ def test_student_search_teachers_and_names():
     distill = {"distill": {"teacher": "/ckpt/weights.pt#sha256:0123abcd"}}
     assert teacher_uri(distill) == "/ckpt/weights.pt" and pruned_student_name(distill) is None
     assert teacher_uri({"warm_start": {"weights": None}}) is None
+
+
+def test_trials_receive_the_pruning_and_distillation_sections():
+    """Trials see ``compress.prune`` (searched or fixed) and ``distill``; a sparsity of 0 or a
+    driver-only field such as ``compress.pareto_frame`` stays out of the trial's config."""
+    from platform.search.conditional import SpaceModel, trial_tree
+
+    base = {"model": {"architecture": "lut3d"}, "compress": {"pareto_frame": "1080p"}}
+    searched = trial_tree({**base, "compress": {"pareto_frame": "1080p", "prune": {"sparsity": {"choice": [0.25, 0.5]}}}})
+    assert searched["compress"] == {"prune": {"sparsity": {"choice": [0.25, 0.5]}}}
+    assert "compress.prune.sparsity" in SpaceModel(searched).searched_paths()
+    assert trial_tree({**base, "compress": {"prune": {"sparsity": 0.5}}})["compress"] == {"prune": {"sparsity": 0.5}}
+    assert "compress" not in trial_tree({**base, "compress": {"prune": {"sparsity": 0.0}}})
+    assert "compress" not in trial_tree(base)
+    assert trial_tree({**base, "distill": {"teacher": "t.pt", "alpha": 0.5}})["distill"]["alpha"] == 0.5

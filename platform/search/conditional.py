@@ -86,13 +86,17 @@ UNKNOWN = object()
 def trial_tree(config: dict) -> dict:
     """The sections of a validated config that make a trial's config: :data:`SECTIONS_IN_TRIAL`,
     plus ``warm_start: {init, weights}`` when the search starts trials from an earlier champion
-    (``init`` may be searched)."""
+    (``init`` may be searched), ``distill`` in a distillation search and ``compress.prune`` in a
+    pruning search (its sparsity may be searched)."""
     tree = {s: config[s] for s in SECTIONS_IN_TRIAL if s in config}
     warm = config.get("warm_start") or {}
     if warm.get("weights"):
         tree["warm_start"] = {"init": warm.get("init", "champion"), "weights": warm["weights"]}
     if (config.get("distill") or {}).get("teacher"):  # a distillation search: λ, T, ... may be searched
         tree["distill"] = config["distill"]
+    prune = (config.get("compress") or {}).get("prune") or {}
+    if prune.get("sparsity"):  # searched ({choice: ...}) or a fixed fraction above 0
+        tree["compress"] = {"prune": prune}
     return tree
 
 

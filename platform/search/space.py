@@ -14,13 +14,12 @@ budget's :class:`~platform.search.budget.BudgetLimiter`.
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
 from platform.config import SearchSpec, is_searchable
 from platform.errors import ConfigError
-from platform.search.conditional import SECTIONS_IN_TRIAL, SpaceModel, _to_tune, expand_points
+from platform.search.conditional import SpaceModel, _to_tune, expand_points
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +207,3 @@ def _set_nested(d: dict, dotted: str, value: Any) -> None:
     for p in parts[:-1]:
         d = d.setdefault(p, {})
     d[parts[-1]] = value
-
-
-def trial_sections(config: dict) -> dict:
-    """The trial config without the driver's ``_run`` block."""
-    return {k: copy.deepcopy(v) for k, v in config.items() if k in SECTIONS_IN_TRIAL}
