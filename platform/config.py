@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from platform.errors import ConfigError
+from platform.frame_size import RESOLUTIONS, parse_resolution
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEARCH_SPACES_DIR = REPO_ROOT / "search_spaces"
@@ -79,12 +80,13 @@ def check_name(name: str, where: str) -> str:
     return name
 
 
-FRAME_SIZE = re.compile(r"^(\d+x\d+|540p|720p|1080p|2k|4k|dci4k|8k)$")  # platform.bench.predict's names
 
 
 def _frame_size(v):
-    if v is not None and not FRAME_SIZE.match(str(v).strip().lower()):
-        return "must be a frame size: 540p, 720p, 1080p, 2k, 4k, dci4k, 8k or WIDTHxHEIGHT (e.g. 640x360), or null"
+    try:
+        v is None or parse_resolution(v)
+    except ConfigError:
+        return f"must be a frame size: {', '.join(RESOLUTIONS)} or WIDTHxHEIGHT (e.g. 640x360), or null"
     return None
 
 

@@ -60,6 +60,8 @@ def test_shipped_space_loads_with_and_without_quick():
     ("task: {crop: -3}", "must be > 0"),
     ("model: {size: huge}", "has sizes: small, base, large"),
     ("bogus: 1", "`bogus` is not a known key"),
+    ("compress: {pareto_frame: 1080i}", "compress.pareto_frame"),
+    ("compress: {pareto_frame: '640x0'}", "1080p"),
 ])
 def test_bad_values_are_named(tmp_path, patch, needle):
     with pytest.raises(ConfigError) as e:

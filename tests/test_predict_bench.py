@@ -8,8 +8,9 @@ import pytest
 
 from platform.bench import available
 from platform.bench.__main__ import main as bench_main
-from platform.bench.predict import parse_resolution, photo_frame, run
+from platform.bench.predict import photo_frame, run
 from platform.errors import ConfigError
+from platform.frame_size import parse_resolution
 
 TINY = json.dumps({"width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]})
 

@@ -124,15 +124,15 @@ def measure_onnx(name: str, path: Path, test, size: tuple[int, int], frames: int
 
 
 def run(args, tmp: Path) -> list[dict]:
-    from platform.bench.predict import parse_resolution
     from platform.bench.quality import TEST_FRAMES, split_sample, test_task
     from platform.compress.finetune import prune_and_finetune
     from platform.compress.prune import prune_unstructured
+    from platform.frame_size import parse_resolution
     from platform.pyfunc import build_from_weights
     from platform.train.loop import CHECKPOINT_FILE, train_loop
     from platform.train.session import Session
 
-    _, w, h = parse_resolution(args.resolution)
+    _, w, h = parse_resolution(args.resolution, "--resolution")
     search_dir, whole = split_sample(tmp / "data", list(TEST_FRAMES))
     test = test_task(whole, list(TEST_FRAMES))
     config = train_config(args, search_dir)

@@ -27,12 +27,9 @@ import torch
 
 import platform as _platform
 from platform.errors import ConfigError
+from platform.frame_size import RESOLUTIONS, parse_resolution
 
 log = logging.getLogger(__name__)
-
-RESOLUTIONS = {"540p": (960, 540), "720p": (1280, 720), "1080p": (1920, 1080), "2k": (2048, 1080),
-               "4k": (3840, 2160), "dci4k": (4096, 2160), "8k": (7680, 4320)}
-
 
 @dataclass
 class Row:
@@ -49,22 +46,6 @@ class Row:
     @property
     def fps(self) -> float:
         return 1.0 / self.seconds_per_frame if self.seconds_per_frame > 0 else float("inf")
-
-
-def parse_resolution(text: str) -> tuple[str, int, int]:
-    """``1080p``/``4k``/... or ``WIDTHxHEIGHT``."""
-    key = text.strip().lower()
-    if key in RESOLUTIONS:
-        w, h = RESOLUTIONS[key]
-        return key, w, h
-    try:
-        w, h = (int(v) for v in key.split("x"))
-    except ValueError:
-        raise ConfigError(f"--resolutions: {text!r} is neither a name ({', '.join(RESOLUTIONS)}) nor WIDTHxHEIGHT.") \
-            from None
-    if w < 1 or h < 1:
-        raise ConfigError(f"--resolutions: {text!r} must have a positive width and height.")
-    return f"{w}x{h}", w, h
 
 
 def photo_frame(width: int, height: int) -> np.ndarray:

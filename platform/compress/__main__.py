@@ -89,12 +89,12 @@ def prune_command(args, report=print) -> int:
 
 
 def unstructured_command(args, report=print) -> int:
-    from platform.bench.predict import parse_resolution
     from platform.compress.cost import count_params, torch_ms_per_frame
     from platform.compress.prune import prune_unstructured, zero_fraction
+    from platform.frame_size import parse_resolution
     from platform.pyfunc import load_any
 
-    _, w, h = parse_resolution(args.resolution)
+    _, w, h = parse_resolution(args.resolution, "--resolution")
     loaded = load_any(args.model, "cpu")
     sparse = prune_unstructured(loaded.model, args.sparsity)
     dense_ms = torch_ms_per_frame(loaded.model, loaded.config, w, h)

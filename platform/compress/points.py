@@ -25,6 +25,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from platform.model_uri import registered_name
 from platform.report.pareto import ARTIFACT, Point, points_json
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ class CostMeter:
     """Cost of networks, measured once per distinct architecture and layer widths."""
 
     def __init__(self, frame: str):
-        from platform.bench.predict import parse_resolution
+        from platform.frame_size import parse_resolution
 
-        self.label, self.width, self.height = parse_resolution(frame)
+        self.label, self.width, self.height = parse_resolution(frame, "compress.pareto_frame")
         self._seen: dict[str, tuple[float, int, float]] = {}
 
     def __call__(self, model, config: dict) -> tuple[float, int, float]:
@@ -75,8 +76,8 @@ def pruned_student_name(config: dict) -> str | None:
     """A pruning search of ``models:/NAME@ALIAS`` registers its students as ``NAME_student``, as
     ``python -m platform.distill`` does (None: not a pruning search of a registered model)."""
     teacher = teacher_uri(config)
-    m = re.match(r"^models:/([^/@]+)[/@]", teacher or "")
-    return f"{m[1]}_student" if m and not (config.get("distill") or {}).get("teacher") else None
+    name = registered_name(teacher)
+    return f"{name}_student" if name and not (config.get("distill") or {}).get("teacher") else None
 
 
 def teacher_point(loaded, score: float, meter: CostMeter) -> Point:

@@ -23,11 +23,9 @@ import torch
 
 from platform.distill.cache import TeacherCache
 from platform.errors import ConfigError
+from platform.model_uri import MODEL_URI
 
 log = logging.getLogger(__name__)
-
-MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
-
 
 @dataclass
 class TeacherRef:

@@ -12,18 +12,17 @@ so workers need no tracking credentials.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from platform.errors import ConfigError, UserError
+from platform.model_uri import MODEL_URI
 
 log = logging.getLogger(__name__)
 
 STAGED = "warm_start/weights.pt"  # inside the experiment folder
-MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 @dataclass(frozen=True)
