@@ -5,11 +5,12 @@ out of everything (as in ``platform.bench quality``); the searches get the other
 "ungraded frames" are those eight photos under new film-grain draws (``--unlabelled-per-frame``
 each: the same shot, other frames of grain, no target). Then:
 
-1. the teacher: ``nafnet_fewshot --quick`` (the quick lut3d-local champion; or ``--teacher URI``);
+1. the teacher: a 6-minute ``nafnet_fewshot --quick`` search with the lut3d size fixed to
+   ``--teacher-size`` (default ``local_large``: the residual U-Net at width 32; or ``--teacher URI``);
 2. the student: ``python -m platform.distill --teacher models:/bench_distill/V distill_img2img --quick``
-   with the student size fixed to ``--student-size`` (default ``local_fast``: the teacher's
-   residual U-Net moved to half resolution), the λ of the distillation term and the learning
-   rate searched, the teacher's outputs on the labelled and ungraded frames as extra targets;
+   with the student size fixed to ``--student-size`` (default ``local_small``: width 8), the λ of
+   the distillation term and the learning rate searched, the teacher's outputs on the labelled
+   and ungraded frames as extra targets;
 3. teacher and student are scored on the two test frames at native resolution (PSNR, SSIM), and
    timed on 1080p frames on this CPU with the project's predict path
    (``Predictor.run``: padding, tiling, host frame in and out; an untimed warm-up), teacher and
@@ -47,15 +48,15 @@ def parser() -> argparse.ArgumentParser:
                    help="img2img: vfx_grade, nafnet/lut3d students; segmentation: matte, seg_fpn_lite students")
     p.add_argument("--teacher", help="an existing teacher (models:/NAME/VERSION or a checkpoint) instead of a "
                                      "quick search; it is scored on the same test frames")
-    p.add_argument("--teacher-budget", default="quick", help="'quick' or a duration (e.g. 5m) for the teacher search")
+    p.add_argument("--teacher-budget", default="6m", help="'quick' (its 3 minutes) or a duration for the teacher search")
     p.add_argument("--student-budget", default="3m", help="wall-clock budget of the student search")
-    p.add_argument("--student-size", default="local_fast",
+    p.add_argument("--student-size", default="local_small",
                    help="lut3d size of the students (null: the space's choice)")
     p.add_argument("--unlabelled-per-frame", type=int, default=3, help="ungraded grain draws per search photo")
     p.add_argument("--frames", type=int, default=None,
                    help="timed 1080p frames per model (interleaved rounds; default 5, 3 for segmentation)")
-    p.add_argument("--teacher-size", default="local",
-                   help="lut3d size of the teacher search (the quick profile's is local)")
+    p.add_argument("--teacher-size", default="local_large",
+                   help="lut3d size of the teacher search (the quick profile's own is local)")
     p.add_argument("--test-frames", default=",".join(TEST_FRAMES), help="file stems kept out of both searches")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     add_arguments(p)
