@@ -80,11 +80,10 @@ def check_name(name: str, where: str) -> str:
     return name
 
 
-
-
 def _frame_size(v):
     try:
-        v is None or parse_resolution(v)
+        if v is not None:
+            parse_resolution(v)
     except ConfigError:
         return f"must be a frame size: {', '.join(RESOLUTIONS)} or WIDTHxHEIGHT (e.g. 640x360), or null"
     return None

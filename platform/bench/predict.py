@@ -31,6 +31,7 @@ from platform.frame_size import RESOLUTIONS, parse_resolution
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Row:
     architecture: str

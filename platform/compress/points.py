@@ -38,7 +38,7 @@ def teacher_uri(config: dict) -> str | None:
         return re.sub(r"#sha256:[0-9a-f]+$", "", str(teacher))  # a local checkpoint's cache key
     sparsity = ((config.get("compress") or {}).get("prune") or {}).get("sparsity")
     weights = (config.get("warm_start") or {}).get("weights")
-    if weights and (isinstance(sparsity, dict) or float(sparsity or 0) > 0):
+    if weights and sparsity:  # searched ({choice: ...}) or above 0: what trials prune (search.conditional.trial_tree)
         return str(weights)
     return None
 

@@ -27,6 +27,7 @@ from platform.model_uri import MODEL_URI
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class TeacherRef:
     uri: str  # as given
