@@ -32,16 +32,23 @@ def wait_for(predicate, timeout: float, what: str, log=None, every: float = 1.0)
 
 
 def stop_group(proc, grace: float = 30) -> None:
-    """SIGTERM a process group started with ``start_new_session=True``; SIGKILL it after ``grace`` s."""
+    """Stop a process group started with ``start_new_session=True``: SIGTERM its leader, which shuts
+    its own children down, then SIGKILL whatever is left after ``grace`` s. (A SIGTERM to the whole
+    group makes ``ray start --block`` wait out its 30 s drain for children already gone.)"""
     import os
     import signal
     import subprocess
 
-    os.killpg(proc.pid, signal.SIGTERM)
+    proc.terminate()
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
+        pass
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def keep_local_ray(space: str, **options):

@@ -88,38 +88,43 @@ def test_param_space_has_tune_domains():
     assert "optimizer.lr" in searched_keys(spec.config) and "loss.l1" in searched_keys(spec.config)
 
 
-def _cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "platform.search", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+def _clis(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """``python -m platform.search`` with each argument list, run side by side (each one mostly imports)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "platform.search", *args], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    outs = []
+    for args, proc in zip(commands, procs):
+        stdout, stderr = proc.communicate(timeout=300)
+        outs.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
+    return outs
 
 
 def test_cli_bad_input_is_one_paragraph_without_traceback(tmp_path):
-    # Unknown architecture in the YAML.
-    out = _cli(str(_write(tmp_path, "model: {architecture: resnet9000}")))
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "model.architecture" in out.stderr and "resnet9000" in out.stderr
-    # Negative λ.
-    out = _cli(str(_write(tmp_path, "loss: {ssim: -1}")))
-    assert out.returncode == 2 and "loss.ssim" in out.stderr and "Traceback" not in out.stderr
-    # A missing data folder.
-    out = _cli("nafnet_fewshot", "--quick", "--data", str(tmp_path / "missing"))
-    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
-    # Unmatched names.
     import numpy as np
 
     from platform.data.io import write_image
 
-    d = tmp_path / "d"
-    write_image(d / "input" / "a.png", np.zeros((80, 80, 3)))
-    write_image(d / "target" / "b.png", np.zeros((80, 80, 3)))
-    out = _cli("nafnet_fewshot", "--quick", "--data", str(d))
-    assert out.returncode == 2 and "a.png" in out.stderr and "b.png" in out.stderr and "Traceback" not in out.stderr
-    # An unreadable image.
-    write_image(d / "target" / "a.png", np.zeros((80, 80, 3)))
-    (d / "target" / "b.png").unlink()
-    (d / "input" / "a.png").write_bytes(b"not an image at all")
-    out = _cli("nafnet_fewshot", "--quick", "--data", str(d))
-    assert out.returncode == 2 and "a.png" in out.stderr and "Traceback" not in out.stderr
+    unmatched, unreadable = tmp_path / "unmatched", tmp_path / "unreadable"
+    for folder in ("arch", "lam"):
+        (tmp_path / folder).mkdir()
+    write_image(unmatched / "input" / "a.png", np.zeros((80, 80, 3)))
+    write_image(unmatched / "target" / "b.png", np.zeros((80, 80, 3)))
+    write_image(unreadable / "target" / "a.png", np.zeros((80, 80, 3)))
+    (unreadable / "input").mkdir()
+    (unreadable / "input" / "a.png").write_bytes(b"not an image at all")
+    arch, lam, missing, names, image = _clis(
+        (str(_write(tmp_path / "arch", "model: {architecture: resnet9000}")),),  # unknown architecture
+        (str(_write(tmp_path / "lam", "loss: {ssim: -1}")),),  # negative lambda
+        ("nafnet_fewshot", "--quick", "--data", str(tmp_path / "missing")),  # a missing data folder
+        ("nafnet_fewshot", "--quick", "--data", str(unmatched)),  # unmatched names
+        ("nafnet_fewshot", "--quick", "--data", str(unreadable)))  # an unreadable image
+    for out in (arch, lam, missing, names, image):
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (out.args, out.stderr[-3000:])
+    assert "model.architecture" in arch.stderr and "resnet9000" in arch.stderr
+    assert "loss.ssim" in lam.stderr
+    assert "does not exist" in missing.stderr
+    assert "a.png" in names.stderr and "b.png" in names.stderr
+    assert "a.png" in image.stderr and "unreadable" in image.stderr
     assert not (REPO / "mlruns" / "nothing").exists()
 
 

@@ -88,3 +88,26 @@ def test_a_real_step_is_measured_on_the_common_trainer(one_thread):
     # bf16 is timed beside the default precision and kept only when clearly faster.
     m = timebox.measure(spec, [64, 96], batch=2, precisions=("auto", "bf16"))
     assert m.precision in ("auto", "bf16") and m.step_s[0] > 0
+
+
+@pytest.mark.parametrize("repeat, replicas", [({"over": "none", "k": 3}, 1), ({"over": "fold", "k": 3}, 3),
+                                              ({"over": "seed", "k": 2}, 2)])
+def test_steps_are_timed_with_every_trainer_that_steps_at_once(monkeypatch, repeat, replicas):
+    """A trial that repeats over folds or seeds runs k trainers in lockstep on its cores: the plan
+    times a step with all of them stepping, or its steps would not fit the budget."""
+    from platform.config import load_spec
+    from platform.data.samples import resolve_data
+    from platform.tasks import create
+
+    spec = load_spec("nafnet_fewshot", quick=True, overrides={"search": {"repeat": repeat}})
+    spec.config["task"]["data"] = str(resolve_data(spec["task"]["data"]))
+    seen = {}
+
+    def fake_measure(spec, crops, batch, max_step_s=None, precisions=("auto",), together=1):
+        seen["together"] = together
+        return Measurement((crops[0], crops[-1]), (0.05, 0.1), 0.5)
+
+    monkeypatch.setattr(timebox, "measure", fake_measure)
+    task = create(spec["task"]["name"], spec["task"])
+    timebox.size_search(spec, task, 180, {}, started=__import__("time").monotonic())
+    assert seen["together"] == timebox.concurrency(spec) * replicas

@@ -55,7 +55,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 _AVERAGES = ("binary", "macro", "micro", "none")
 _REDUCTIONS = ("mean", "none", "global")
@@ -124,6 +123,10 @@ def confusion_matrix(
         raise ValueError(f"{name}: prediction has label {int(labels[bad_p][0])} outside 0..{k - 1}")
     if truth.shape[0] == 0:
         return torch.zeros(0, k, k, dtype=torch.long, device=truth.device)
+    # Imported here: torchmetrics takes seconds to import, and every command line that only
+    # reads a spec (the search driver's config check included) imports this module.
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
     # Labels were checked above, with messages that name the option to change.
     return torch.stack([multiclass_confusion_matrix(p, t, k, ignore_index=ignore_index, validate_args=False)
                         for p, t in zip(labels, truth)]).long()

@@ -270,7 +270,7 @@ def measure(spec: SearchSpec, crops: list[int], batch: int, max_step_s: float | 
             worst.step_s = tuple(time_steps_together(copies, c) for c in sorted(set(worst.crops)))
             if len(worst.step_s) == 1:
                 worst.step_s = (worst.step_s[0], worst.step_s[0])
-            log.info("search.timebox: %d trials stepping at once: %.0f ms/step at %d px (%.0f ms alone)", together,
+            log.info("search.timebox: %d trainers stepping at once: %.0f ms/step at %d px (%.0f ms alone)", together,
                      1000 * worst.step_s[0], crops[0], 1000 * alone[0])
         worst.val_s = time_validation(worst_trial)
         return worst
@@ -287,6 +287,13 @@ def concurrency(spec: SearchSpec) -> int:
         return limit
     per_trial = _threads(spec) * int(res["workers"])
     return max(1, min(limit, (os.cpu_count() or 1) // per_trial))
+
+
+def trainers_at_once(spec: SearchSpec) -> int:
+    """Trainers that step at once here: trials at once, times the k replicas each trial runs in
+    lockstep with ``search.repeat`` (they share the trial's cores, so each step is slower)."""
+    repeat = spec["search"]["repeat"]
+    return concurrency(spec) * (int(repeat["k"]) if repeat["over"] != "none" else 1)
 
 
 def candidate_crops(spec: SearchSpec, task, largest: int) -> list[int]:
@@ -342,7 +349,7 @@ def size_search(spec: SearchSpec, task, seconds: float, overrides: dict, started
     try_bf16 = (spec["train"]["precision"] == "auto" and not pinned(overrides, "train.precision")
                 and float(spec["resources"]["gpus_per_worker"]) == 0)
     m = measure(spec, [crops[0], crops[-1]], batch, max_step_s=max_step_s,
-                precisions=("auto", "bf16") if try_bf16 else ("auto",), together=concurrency(spec))
+                precisions=("auto", "bf16") if try_bf16 else ("auto",), together=trainers_at_once(spec))
     spent = time.monotonic() - started
     remaining = seconds - spent - float(box["overhead_s"])
     if remaining < MIN_SHARE * seconds:  # a loaded machine: train for a fifth of the budget, and say so
