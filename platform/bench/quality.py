@@ -16,8 +16,8 @@ split holds out two of those for model selection). Then:
 It prints the table (floors, quick, 10 minutes, with the margin over the best floor and each
 search's wall time), then one row per test frame with the share of its colours that no frame of
 the search shows (what any learned colour map must extrapolate), and writes it all as JSON with
-``--out``. A champion that does not beat the best
-floor here is not worth using, whatever its validation score said.
+``--out``. A champion that does not beat the best floor here is not worth using, whatever its
+validation score said.
 """
 
 from __future__ import annotations
