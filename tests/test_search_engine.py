@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,7 +129,10 @@ def test_four_trials_share_one_fake_gpu(tmp_cwd):
 
 
 def _tune_state(storage: Path) -> dict[str, tuple[str, int]]:
-    """{trial_id: (status, epochs)} in Tune's newest saved experiment state (what a resume sees)."""
+    """{trial_id: (status, checkpointed epochs)} in Tune's newest saved experiment state (what a
+    resume sees). Tune records a reported epoch before the checkpoint that came with it (saved a
+    moment later), so the epochs counted are those whose checkpoint the state names; the trial's
+    checkpoint manager is a pickle, read here as bytes and never loaded."""
     files = sorted(storage.glob("*/experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
     if not files:
         return {}
@@ -137,11 +141,11 @@ def _tune_state(storage: Path) -> dict[str, tuple[str, int]]:
         out = {}
         for trial_json, meta_json in state["trial_data"]:
             trial, meta = json.loads(trial_json), json.loads(meta_json)
-            last = meta.get("last_result") or {}
-            last = json.loads(last) if isinstance(last, str) else last
-            out[trial["trial_id"]] = (trial["status"], int(last.get("training_iteration", 0) or 0))
+            blob = bytes.fromhex((meta.get("checkpoint_manager") or {}).get("value", ""))
+            named = [int(n) for n in re.findall(rb"checkpoint_(\d{6})", blob)]
+            out[trial["trial_id"]] = (trial["status"], max(named) + 1 if named else 0)
         return out
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}  # caught mid-write
 
 

@@ -538,7 +538,7 @@ def build_tuner(prep: Prepared, run: ParentRun, opts: SearchOptions) -> TunerPar
     from platform.search.budget import BudgetTracker
     from platform.search.packing import TrialResources
     from platform.search.progress import ProgressReporter
-    from platform.search.resume import restore_tuner
+    from platform.search.resume import restore_tuner, tuner_saved
     from platform.search.retention import protected_checkpoints
     from platform.search.space import make_scheduler, make_searcher, num_samples, tuner_param_space
     from platform.train.trainable import get_trainable, uses_torch_trainer
@@ -561,10 +561,13 @@ def build_tuner(prep: Prepared, run: ParentRun, opts: SearchOptions) -> TunerPar
     stopper = make_stopper(spec, key)
     trainable = tune.with_resources(run_trial, packer)
     callbacks.append(progress.callback)
-    if opts.resume:
+    if opts.resume and tuner_saved(key):
         tuner = restore_tuner(key, trainable, callbacks=callbacks, stopper=stopper, search_alg=searcher,
                               scheduler=scheduler)
     else:
+        if opts.resume:
+            log.warning("Tune's tuner.pkl in %s is incomplete (the search was killed as it started, before any "
+                        "trial): its trials start afresh in the same folder", key)
         tuner = tune.Tuner(trainable, param_space=tuner_param_space(spec, run_info, prep.space),
                            tune_config=tune_config(spec, total, searcher, scheduler),
                            run_config=run_config(spec, run, callbacks, stopper))

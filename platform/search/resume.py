@@ -117,6 +117,18 @@ def reconcile_children(client, experiment_id: str, parent_id: str, experiment_pa
     return run_ids, steps
 
 
+def tuner_saved(path: str) -> bool:
+    """Whether Tune's ``tuner.pkl`` in ``path`` is complete. Tune writes it, not atomically, when the
+    search starts: a driver killed at that moment leaves it empty or cut short, before any trial
+    ran, and the resume then starts the trials afresh in the same folder. Checked without being
+    loaded (:func:`platform.search.statefiles.intact`); remote paths are trusted."""
+    if "://" in path:
+        return True
+    from platform.search.statefiles import intact
+
+    return intact(Path(path) / "tuner.pkl")
+
+
 def restore_tuner(path: str, trainable, *, callbacks: list, stopper, search_alg, scheduler):
     """``Tuner.restore`` with the driver's live callbacks, stopper, searcher and scheduler."""
     from ray import tune
