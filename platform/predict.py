@@ -387,6 +387,7 @@ class PredictResult:
     outputs: list[Path]
     flicker_vs_input: float | None = None
     flicker_vs_reference: float | None = None
+    unseen_colours: dict[str, float] = field(default_factory=dict)  # {frame: share outside the training colours}
 
     @property
     def fps(self) -> float:
@@ -450,6 +451,14 @@ def predict(model: str, input: str | Path, output: str | Path, *, options: Infer
         report(f"flicker   {res.flicker_vs_input:+.6f} vs the input (mean |frame-to-frame change| added, [0, 1] units)")
     if res.flicker_vs_reference is not None:
         report(f"flicker   {res.flicker_vs_reference:+.6f} vs the reference {ref.path} (0 = no added flicker)")
+    if res.unseen_colours:
+        from platform.coverage import unseen_warning
+
+        report(f"colours   {max(res.unseen_colours.values()):.1%} of a frame's pixels at most in colours the "
+               "training frames lack")
+        warning = unseen_warning(res.unseen_colours)
+        if warning:
+            log.warning("%s", warning)
     return res
 
 
@@ -467,7 +476,10 @@ def head_names(predictor: Predictor) -> list[str]:
 def _run(predictor: Predictor, source: Source, ref: Source | None, writer: Writer, progress: bool) -> PredictResult:
     from tqdm import tqdm
 
+    from platform.coverage import FrameCheck
+
     kind = predictor.kind
+    colours = FrameCheck(predictor.config)
     vs_input = FlickerMeter() if source.count > 1 and kind.image_like else None
     vs_ref = FlickerMeter() if ref is not None and kind.flicker_vs_reference else None
     ref_frames = ref.frames() if ref is not None else None
@@ -479,6 +491,7 @@ def _run(predictor: Predictor, source: Source, ref: Source | None, writer: Write
         for frame in source.frames():
             outputs = predictor.run(frame.image)
             writer.write(frame, outputs)
+            colours.update(frame.name, frame.image)
             result = outputs.get("image", outputs.get("alpha"))
             if vs_input is not None:
                 vs_input.update(result[:, :, :3], frame.image[:, :, :3] if frame.image.shape[2] >= 3 else frame.image)
@@ -496,7 +509,7 @@ def _run(predictor: Predictor, source: Source, ref: Source | None, writer: Write
         bar.close()
         writer.close()
     return PredictResult(n, time.perf_counter() - start, writer.planned(),
-                         vs_input.value if vs_input else None, vs_ref.value if vs_ref else None)
+                         vs_input.value if vs_input else None, vs_ref.value if vs_ref else None, colours.shares)
 
 
 @cli_main

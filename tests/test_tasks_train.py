@@ -93,6 +93,24 @@ def _train(config: dict, tmp_path) -> list[dict]:
     return session.reports
 
 
+def _saved_config(tmp_path) -> dict:
+    import json
+
+    return json.loads(max((tmp_path / "ckpt").glob("checkpoint_*/config.json")).read_text())
+
+
+def _cells_by_hand(images) -> set[tuple[int, int, int]]:
+    """The 16-level RGB cells of ``images`` (uint8 or float in [0, 1]), one pixel at a time."""
+    import numpy as np
+
+    out = set()
+    for im in images:
+        arr = im.astype(np.float64) / 255.0 if im.dtype == np.uint8 else im.astype(np.float64)
+        for r, g, b in arr.reshape(-1, arr.shape[-1])[:, :3]:
+            out.add(tuple(min(15, int(v * 16)) for v in (r, g, b)))
+    return out
+
+
 def test_img2img_restore(tmp_path):
     cfg = _config(tmp_path, {"name": "img2img", "data": "sample:restore", "crop": 48, "crops_per_epoch": 128,
                              "batch_size": 8, "val_holdout": 1, "val_max_side": 160}, "_test_tiny_img", {"l1": 1.0}, 6)
@@ -100,6 +118,13 @@ def test_img2img_restore(tmp_path):
     reports = _train(cfg, tmp_path)
     assert reports[-1]["val_psnr"] > before["val_psnr"] + 1.0
     assert reports[-1]["train_loss"] < reports[0]["train_loss"]
+    # the checkpoint carries the colours of its training inputs (platform.predict checks new frames against them)
+    from platform import coverage
+
+    seen = coverage.decode(_saved_config(tmp_path)[coverage.KEY])
+    task = tasks.create("img2img", cfg["task"], seed=0)
+    assert {tuple(int(c) for c in divmod(i // 16, 16) + (i % 16,)) for i in seen.nonzero()[0]} == \
+        _cells_by_hand(p.input for p in task.train_items)
 
 
 def test_segmentation_background_removal(tmp_path):
@@ -112,6 +137,7 @@ def test_segmentation_background_removal(tmp_path):
     assert last["val_iou"] > before["val_iou"] + 0.02
     assert last["val_miou"] > before["val_miou"]
     assert last["train_loss"] < reports[0]["train_loss"]
+    assert "_input_coverage" not in _saved_config(tmp_path)  # hundreds of images: not scanned
 
 
 def test_hierarchical_segmentation_damage(tmp_path):

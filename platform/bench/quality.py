@@ -94,24 +94,15 @@ def fit_floors(search_dir: Path) -> dict:
     return {f.name: f.module for f in floors.fit_floors(fit_on)}
 
 
-def _colour_bins(image, bins: int):
-    import numpy as np
-
-    q = np.clip((image[..., :3] * bins).astype(np.int64), 0, bins - 1).reshape(-1, 3)
-    return q[:, 0], q[:, 1], q[:, 2]
-
-
-def unseen_colours(search_dir: Path, frame: Path, bins: int = 16) -> float:
-    """The share of ``frame``'s pixels whose input colour (RGB, ``bins`` levels a channel) appears in
-    no input frame of the search: there a model of the grade can only extrapolate."""
-    import numpy as np
-
+def unseen_colours(search_dir: Path, frame: Path) -> float:
+    """The share of ``frame``'s pixels whose input colour appears in no input frame of the search
+    (:mod:`platform.coverage`, the check ``platform.predict`` makes): there a model of the grade
+    can only extrapolate."""
+    from platform import coverage
     from platform.data.io import read_image
 
-    seen = np.zeros((bins, bins, bins), bool)
-    for f in sorted((search_dir / "input").iterdir()):
-        seen[_colour_bins(read_image(f), bins)] = True
-    return float(1.0 - seen[_colour_bins(read_image(frame), bins)].mean())
+    seen = coverage.occupancy(read_image(f) for f in sorted((search_dir / "input").iterdir()))
+    return coverage.unseen_share(read_image(frame), seen)
 
 
 def per_frame(tasks_by_frame: dict, module) -> dict[str, float]:

@@ -189,7 +189,7 @@ def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial
                          f"({batch_size} x {session.world_size}); no training step would run.")
 
     torch.manual_seed(seed)  # identical initial weights on every worker
-    config = {**config, "_model_kwargs": dict(task.model_kwargs())}
+    config = {**config, "_model_kwargs": dict(task.model_kwargs()), **input_coverage(task)}
     model = build_model(config)
     finetuning = load_pretrained_weights(model, config.get("pretrained"), config["model"]["architecture"],
                                          session.world_size, session.rank)
@@ -241,6 +241,16 @@ def build_trial(config: dict, session: Session, fit_start: bool = True) -> Trial
         torch.set_rng_state(state["rng"]["torch"])
         log.info("resumed from checkpoint at epoch %d", trial.start_epoch)
     return trial
+
+
+def input_coverage(task) -> dict:
+    """The colours of an image task's training inputs, for the checkpoint's config (:mod:`platform.coverage`:
+    ``platform.predict`` warns on frames far outside them). Segmentation's hundreds of images are not scanned."""
+    if not task.output_kind_class().image_like or not task.train_items:
+        return {}
+    from platform import coverage
+
+    return {coverage.KEY: coverage.training_coverage(task.train_items)}
 
 
 def init_from_data(model: torch.nn.Module, task, seed: int) -> None:
