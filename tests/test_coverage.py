@@ -35,6 +35,16 @@ def test_unseen_share_by_hand():
     assert coverage.unseen_share(frame, seen) == pytest.approx(0.5)
 
 
+def test_large_frames_are_measured_on_a_grid_within_a_point_of_the_whole():
+    seen = coverage.occupancy([np.full((1, 1, 3), 0.5, np.float32)])
+    frame = np.full((1080, 1920, 3), 0.5, np.float32)
+    frame[:, :733] = 0.95  # 38.2% of the frame in a cell never seen, in a band the grid cuts unevenly
+    check = coverage.FrameCheck({coverage.KEY: coverage.encode(seen)})
+    check.update("f", frame)
+    assert coverage.unseen_share(frame, seen) == pytest.approx(733 / 1920)
+    assert check.shares["f"] == pytest.approx(733 / 1920, abs=0.01)
+
+
 def test_stored_form_round_trips_and_bad_forms_read_as_none():
     rng = np.random.default_rng(0)
     seen = rng.random(16 ** 3) < 0.3
