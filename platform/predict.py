@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from platform.coverage import FrameCheck, unseen_warning
 from platform.data.video import (
     VIDEO_SUFFIXES,
     VideoInfo,
@@ -452,8 +453,6 @@ def predict(model: str, input: str | Path, output: str | Path, *, options: Infer
     if res.flicker_vs_reference is not None:
         report(f"flicker   {res.flicker_vs_reference:+.6f} vs the reference {ref.path} (0 = no added flicker)")
     if res.unseen_colours:
-        from platform.coverage import unseen_warning
-
         report(f"colours   {max(res.unseen_colours.values()):.1%} of a frame's pixels at most in colours the "
                "training frames lack")
         warning = unseen_warning(res.unseen_colours)
@@ -475,8 +474,6 @@ def head_names(predictor: Predictor) -> list[str]:
 
 def _run(predictor: Predictor, source: Source, ref: Source | None, writer: Writer, progress: bool) -> PredictResult:
     from tqdm import tqdm
-
-    from platform.coverage import FrameCheck
 
     kind = predictor.kind
     colours = FrameCheck(predictor.config)

@@ -21,12 +21,13 @@ def test_unseen_colours_by_hand(tmp_path):
     frame[2:4, :, 1] = 0.9  # 16 pixels green: seen
     frame[4:, :, 2] = 0.9  # 32 pixels blue: no search frame has it
     write_image(tmp_path / "frame.png", frame)
-    assert unseen_colours(search, tmp_path / "frame.png") == pytest.approx(0.5)
     # Colours within one bin (1/16 of the range a channel) count as seen; one bin off does not.
     write_image(tmp_path / "near.png", np.clip(red + 0.02, 0, 1))
-    assert unseen_colours(search, tmp_path / "near.png") == 0.0
     write_image(tmp_path / "off.png", np.clip(red + np.array([0, 0.0625, 0], np.float32), 0, 1))
-    assert unseen_colours(search, tmp_path / "off.png") == 1.0
+    shares = unseen_colours(search, [tmp_path / "frame.png", tmp_path / "near.png", tmp_path / "off.png"])
+    assert shares[0] == pytest.approx(0.5)
+    assert shares[1] == 0.0
+    assert shares[2] == 1.0
 
 
 def test_test_frames_default_to_the_same_positions_in_every_sample(tmp_path):

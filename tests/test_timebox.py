@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from platform.errors import ConfigError
@@ -109,5 +111,5 @@ def test_steps_are_timed_with_every_trainer_that_steps_at_once(monkeypatch, repe
 
     monkeypatch.setattr(timebox, "measure", fake_measure)
     task = create(spec["task"]["name"], spec["task"])
-    timebox.size_search(spec, task, 180, {}, started=__import__("time").monotonic())
+    timebox.size_search(spec, task, 180, {}, started=time.monotonic())
     assert seen["together"] == timebox.concurrency(spec) * replicas

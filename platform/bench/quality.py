@@ -94,15 +94,15 @@ def fit_floors(search_dir: Path) -> dict:
     return {f.name: f.module for f in floors.fit_floors(fit_on)}
 
 
-def unseen_colours(search_dir: Path, frame: Path) -> float:
-    """The share of ``frame``'s pixels whose input colour appears in no input frame of the search
+def unseen_colours(search_dir: Path, frames: list[Path]) -> list[float]:
+    """Each frame's share of pixels whose input colour appears in no input frame of the search
     (:mod:`platform.coverage`, the check ``platform.predict`` makes): there a model of the grade
     can only extrapolate."""
     from platform import coverage
     from platform.data.io import read_image
 
     seen = coverage.occupancy(read_image(f) for f in sorted((search_dir / "input").iterdir()))
-    return coverage.unseen_share(read_image(frame), seen)
+    return [coverage.unseen_share(read_image(f), seen) for f in frames]
 
 
 def per_frame(tasks_by_frame: dict, module) -> dict[str, float]:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             fitted = fit_floors(search_dir)
             floor_scores = {n: floors.score(test, m) for n, m in fitted.items()}
             floor_frames = {n: per_frame(by_frame, m) for n, m in fitted.items()}
-            unseen = {t: unseen_colours(search_dir, whole / "input" / f"{t}.png") for t in names}
+            unseen = dict(zip(names, unseen_colours(search_dir, [whole / "input" / f"{t}.png" for t in names])))
             overrides = parse_overrides(args.overrides)
             runs = [run_budget(b, args.space, search_dir, test, by_frame, overrides) for b in budgets]
         finally:
